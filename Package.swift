@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "dnpipes",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "dnpipes", targets: ["dnpipes"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C interop: thin system-library targets, one per C library.
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+
+        // Pipe semantics: names, framing, cursors, the storage protocol. Knows neither FUSE nor Kafka.
+        .target(name: "DNPipesCore"),
+        // The embedded durable store: one append-only, checksummed log per pipe.
+        .target(name: "DNPipesEmbedded", dependencies: ["DNPipesCore", .product(name: "Logging", package: "swift-log")]),
+        // The kernel interface: serves a PipeStore as a FUSE filesystem.
+        .target(name: "DNPipesFUSE", dependencies: [
+            "CFuse", "DNPipesCore", .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The command line.
+        .executableTarget(name: "dnpipes", dependencies: [
+            "DNPipesCore", "DNPipesEmbedded", "DNPipesFUSE",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "DNPipesCoreTests", dependencies: ["DNPipesCore"]),
+        .testTarget(name: "DNPipesEmbeddedTests", dependencies: ["DNPipesEmbedded"]),
+        // Drives the real binary on real FUSE mounts from a shell.
+        .testTarget(name: "MountTests", dependencies: ["DNPipesCore"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

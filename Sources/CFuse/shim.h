@@ -1,0 +1,43 @@
+// Thin shim over libfuse3's low-level API. Some libfuse entry points are macros chosen by FUSE_USE_VERSION,
+// and struct fuse_file_info uses bitfields; Swift sees neither reliably, so they get static inline wrappers.
+#ifndef DNPIPES_CFUSE_SHIM_H
+#define DNPIPES_CFUSE_SHIM_H
+#define FUSE_USE_VERSION 312
+#include <fuse3/fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <stddef.h>
+#include <poll.h>
+
+static inline int dnp_session_loop_mt(struct fuse_session *se, unsigned int max_threads) {
+    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+    if (!cfg) return -ENOMEM;
+    fuse_loop_cfg_set_max_threads(cfg, max_threads);
+    fuse_loop_cfg_set_idle_threads(cfg, max_threads / 2);
+    int rc = fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    return rc;
+}
+
+static inline void dnp_fi_set_stream(struct fuse_file_info *fi) {
+    fi->direct_io = 1;
+    fi->nonseekable = 1;
+    fi->keep_cache = 0;
+}
+static inline int dnp_fi_flags(const struct fuse_file_info *fi) { return fi->flags; }
+static inline uint64_t dnp_fi_fh(const struct fuse_file_info *fi) { return fi->fh; }
+static inline void dnp_fi_set_fh(struct fuse_file_info *fi, uint64_t fh) { fi->fh = fh; }
+
+static inline void dnp_conn_setup(struct fuse_conn_info *conn, unsigned max_write) {
+    conn->max_write = max_write;
+    conn->max_readahead = 0;
+    conn->want &= ~FUSE_CAP_ASYNC_READ;
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+}
+
+static inline struct fuse_args dnp_args_init(void) {
+    struct fuse_args a = FUSE_ARGS_INIT(0, NULL);
+    return a;
+}
+
+#endif

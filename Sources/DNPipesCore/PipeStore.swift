@@ -1,0 +1,85 @@
+/// Where pipes live. Every backend (the embedded store, Kafka) implements this protocol, and the filesystem
+/// and the command-line clients use nothing else, so both backends give the same semantics.
+///
+/// Offsets are per pipe, start at 0 and only grow: a reset moves the pipe's oldest offset up to its end rather
+/// than starting again at 0 (as Kafka's DeleteRecords does), so a cursor from before a reset is never mistaken
+/// for a position after it.
+///
+/// No method here waits on the network or the disk for long: anything that must wait (durability, a reset
+/// reaching the broker) takes a completion handler, so a caller on a FUSE worker thread never stalls.
+public protocol PipeStore: AnyObject, Sendable {
+    /// The names of all pipes. Must answer from memory or a cache, fast enough for every `ls`.
+    func list() throws -> [PipeName]
+    /// Whether a pipe exists, answered from memory (every lookup asks).
+    func contains(_ name: PipeName) -> Bool
+    /// Creates a pipe; returns false if it already existed.
+    @discardableResult func create(_ name: PipeName) throws -> Bool
+    /// Deletes a pipe and its messages. Open logs of it report `isRemoved` and readers reach end-of-file.
+    func remove(_ name: PipeName) throws
+    /// Opens a pipe's log, or returns nil if there is no such pipe.
+    func open(_ name: PipeName) throws -> PipeLog?
+    /// Makes everything written durable and releases resources.
+    func shutdown()
+}
+
+/// What a fetch found.
+public enum Fetched: Sendable {
+    /// Consecutive messages, the first at `first` (at or after the offset asked for).
+    case messages(first: Int64, [[UInt8]])
+    /// Nothing at or after the offset yet; observers are told when that changes.
+    case nothing
+    /// The pipe was deleted.
+    case removed
+}
+
+/// One pipe as seen by its open handles.
+public protocol PipeLog: AnyObject, Sendable {
+    var name: PipeName { get }
+    /// The oldest offset still readable and the offset the next push will get.
+    func bounds() -> (oldest: Int64, end: Int64)
+    var isRemoved: Bool { get }
+
+    /// Returns messages from `offset` on, about `maxBytes` in total but at least one if any is there. Never
+    /// blocks: with nothing there it returns `.nothing` (a backend that must fetch remotely starts fetching
+    /// and tells observers when data arrives).
+    func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched
+
+    /// A producer for one writer (one open file handle): its flush covers exactly its own messages.
+    func makeWriter() throws -> PipeWriter
+
+    /// Removes every message. Completes once no reader anywhere can get a message pushed before the call.
+    func reset(completion: @escaping @Sendable (Error?) -> Void)
+
+    /// Registers a callback run (on any thread, without locks held) when messages arrive, the pipe is reset, or
+    /// it is removed. Returns a token for `removeObserver`.
+    func addObserver(_ callback: @escaping @Sendable () -> Void) -> Int
+    func removeObserver(_ token: Int)
+}
+
+/// Pushes messages for one writer.
+public protocol PipeWriter: AnyObject, Sendable {
+    /// Queues messages for the pipe, in order, without waiting for durability. Throws if they cannot even be
+    /// queued (too large for the backend, the pipe is gone); then none of them is stored.
+    func push(_ messages: [[UInt8]]) throws
+    /// Completes when every message pushed through this writer is durable, or with the first error.
+    func flush(completion: @escaping @Sendable (Error?) -> Void)
+}
+
+/// Errors a backend reports; the filesystem maps each to an errno.
+public enum PipeError: Error, CustomStringConvertible, Equatable {
+    case noSuchPipe(PipeName)
+    case removed(PipeName)
+    case messageTooLarge(size: Int, limit: Int)
+    case io(String)
+    case unavailable(String)
+
+    public var description: String {
+        switch self {
+        case .noSuchPipe(let n): return "no pipe named \(n)"
+        case .removed(let n): return "pipe \(n) was deleted"
+        case .messageTooLarge(let size, let limit): return "message of \(size) bytes exceeds the limit of \(limit) bytes"
+        case .io(let s): return s
+        case .unavailable(let s): return s
+        }
+    }
+}

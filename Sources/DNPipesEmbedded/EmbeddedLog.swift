@@ -1,0 +1,277 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Foundation
+import DNPipesCore
+
+/// One pipe of the embedded store: a directory of segment files plus a `start` file that records the oldest
+/// readable offset. Reset writes a new start offset and starts a new segment, then unlinks the old segments:
+/// its cost does not depend on how many messages the pipe held.
+final class EmbeddedLog: PipeLog, @unchecked Sendable {
+    let name: PipeName
+    let directory: String
+    private let config: EmbeddedStore.Configuration
+    private let syncQueue: DispatchQueue
+    private let observers = Observers()
+
+    private let lock = NSLock()
+    private var segments: [Segment]
+    private var start: Int64
+    private var end: Int64
+    private var removed = false
+    /// Segments written since their last fdatasync (the active one included when dirty).
+    private var unsynced: [ObjectIdentifier: Segment] = [:]
+    private var directoryUnsynced = false
+    private var waitingForSync: [@Sendable (Error?) -> Void] = []
+    private var syncScheduled = false
+    /// Where recent fetches ended: offset -> (segment base, file position), so a sequential reader continues
+    /// without consulting the sparse index.
+    private var positionHints: [Int64: (Int64, Int64)] = [:]
+
+    private init(name: PipeName, directory: String, config: EmbeddedStore.Configuration, syncQueue: DispatchQueue,
+                 segments: [Segment], start: Int64) {
+        self.name = name
+        self.directory = directory
+        self.config = config
+        self.syncQueue = syncQueue
+        self.segments = segments
+        let last = segments.last!
+        self.end = last.base + last.count
+        self.start = min(start, end)
+    }
+
+    static let startFile = "start"
+
+    /// Creates the directory of a new, empty pipe.
+    static func create(name: PipeName, directory: String) throws {
+        if mkdir(directory, 0o755) != 0 { throw SystemError.last("mkdir \(directory)") }
+        _ = try Segment.create(directory: directory, base: 0)
+        try fsyncDirectory(directory)
+    }
+
+    /// Opens a pipe's directory and recovers it: every segment is checked and a torn tail of the newest one is
+    /// cut off; segments wholly below the start offset (left by a reset cut short by a crash) are deleted.
+    static func open(name: PipeName, directory: String, config: EmbeddedStore.Configuration,
+                     syncQueue: DispatchQueue, log: (String) -> Void) throws -> EmbeddedLog {
+        let start = readStart(directory)
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        let bases = names.compactMap(Segment.base(ofFileName:)).sorted()
+        var segments: [Segment] = []
+        for (i, base) in bases.enumerated() {
+            let path = directory + "/" + Segment.fileName(base: base)
+            let isLast = i == bases.count - 1
+            if !isLast && bases[i + 1] <= start {
+                unlink(path)
+                continue
+            }
+            let (segment, cut) = try Segment.open(path: path, base: base, maxPayload: config.maxMessageBytes,
+                                                  cutTornTail: isLast)
+            if cut > 0 {
+                log(isLast ? "pipe \(name): dropped a torn tail of \(cut) bytes from \(path) (never acknowledged)"
+                           : "pipe \(name): \(path) has \(cut) unreadable bytes after its last valid record")
+            }
+            segments.append(segment)
+        }
+        if segments.isEmpty {
+            segments.append(try Segment.create(directory: directory, base: start))
+            try fsyncDirectory(directory)
+        }
+        return EmbeddedLog(name: name, directory: directory, config: config, syncQueue: syncQueue,
+                           segments: segments, start: start)
+    }
+
+    private static func readStart(_ directory: String) -> Int64 {
+        guard let text = try? String(contentsOfFile: directory + "/" + startFile, encoding: .utf8) else { return 0 }
+        return Int64(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+    }
+
+    // MARK: PipeLog
+
+    func bounds() -> (oldest: Int64, end: Int64) {
+        lock.lock(); defer { lock.unlock() }
+        return (start, end)
+    }
+
+    var isRemoved: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return removed
+    }
+
+    func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
+        var from = offset
+        while true {
+            lock.lock()
+            if removed { lock.unlock(); return .removed }
+            from = max(from, start)
+            if from >= end { lock.unlock(); return .nothing }
+            // The last segment whose base is at or below `from`.
+            var lo = 0, hi = segments.count - 1
+            while lo < hi {
+                let mid = (lo + hi + 1) / 2
+                if segments[mid].base <= from { lo = mid } else { hi = mid - 1 }
+            }
+            let segment = segments[lo]
+            let following = lo + 1 < segments.count ? segments[lo + 1].base : nil
+            let limit = segment.size
+            var scanStart = segment.indexed(atOrBefore: from)
+            if let hint = positionHints[from], hint.0 == segment.base { scanStart = (from, hint.1) }
+            lock.unlock()
+
+            let result = try segment.read(from: from, scanFrom: scanStart, limit: limit, maxBytes: max(1, maxBytes),
+                                          maxPayload: config.maxMessageBytes)
+            if !result.messages.isEmpty {
+                lock.lock()
+                if positionHints.count > 4096 { positionHints.removeAll(keepingCapacity: true) }
+                positionHints[result.next] = (segment.base, result.position)
+                lock.unlock()
+                return .messages(first: from, result.messages)
+            }
+            // The offset lies past this segment's records (a segment cut short by corruption): go on with the
+            // next segment, or report nothing if this is the newest.
+            guard let next = following, next > from else { return .nothing }
+            from = next
+        }
+    }
+
+    func makeWriter() throws -> PipeWriter {
+        if isRemoved { throw PipeError.removed(name) }
+        return EmbeddedWriter(log: self)
+    }
+
+    func reset(completion: @escaping @Sendable (Error?) -> Void) {
+        syncQueue.async { [self] in
+            do {
+                lock.lock()
+                if removed { lock.unlock(); throw PipeError.removed(name) }
+                let newStart = end
+                var old: [Segment] = []
+                if let active = segments.last, active.count > 0 || active.base != newStart {
+                    do {
+                        let fresh = try Segment.create(directory: directory, base: newStart)
+                        old = segments
+                        segments = [fresh]
+                        for s in old { unsynced[ObjectIdentifier(s)] = nil }
+                    } catch {
+                        lock.unlock()
+                        throw error
+                    }
+                } else {
+                    old = Array(segments.dropLast())
+                    segments = [segments.last!]
+                }
+                start = newStart
+                positionHints.removeAll()
+                lock.unlock()
+                // Durable order: the new start offset (and the new segment's directory entry) first, then the
+                // old files go. A crash in between leaves files that the next open deletes.
+                try writeStartFile(newStart)
+                for s in old { unlink(s.path) }
+                observers.notify()
+                completion(nil)
+            } catch {
+                completion(error)
+            }
+        }
+    }
+
+    func addObserver(_ callback: @escaping @Sendable () -> Void) -> Int { observers.add(callback) }
+    func removeObserver(_ token: Int) { observers.remove(token) }
+
+    // MARK: Writing
+
+    func append(_ messages: [[UInt8]]) throws {
+        guard !messages.isEmpty else { return }
+        for m in messages where m.count > config.maxMessageBytes {
+            throw PipeError.messageTooLarge(size: m.count, limit: config.maxMessageBytes)
+        }
+        let encoded = RecordFormat.encode(messages)
+        let sizes = messages.map { $0.count + RecordFormat.headerSize }
+        lock.lock()
+        do {
+            if removed { throw PipeError.removed(name) }
+            var active = segments[segments.count - 1]
+            if active.size >= config.segmentBytes {
+                active = try Segment.create(directory: directory, base: end)
+                segments.append(active)
+                directoryUnsynced = true
+            }
+            try active.append(encoded: encoded, recordSizes: sizes)
+            unsynced[ObjectIdentifier(active)] = active
+            end += Int64(messages.count)
+        } catch {
+            lock.unlock()
+            throw error
+        }
+        lock.unlock()
+        observers.notify()
+    }
+
+    /// Completes once everything appended before the call is on disk. Concurrent callers share one fdatasync
+    /// (group commit), so many writers closing at once cost about one disk flush.
+    func sync(completion: @escaping @Sendable (Error?) -> Void) {
+        lock.lock()
+        waitingForSync.append(completion)
+        let schedule = !syncScheduled
+        syncScheduled = true
+        lock.unlock()
+        if schedule { syncQueue.async { [self] in runSync() } }
+    }
+
+    private func runSync() {
+        lock.lock()
+        let waiting = waitingForSync
+        waitingForSync = []
+        syncScheduled = false
+        let dirty = Array(unsynced.values)
+        unsynced.removeAll()
+        let syncDirectory = directoryUnsynced
+        directoryUnsynced = false
+        lock.unlock()
+        var failure: Error?
+        for s in dirty.sorted(by: { $0.base < $1.base }) {
+            do { try s.sync() } catch { failure = failure ?? error }
+        }
+        if syncDirectory {
+            do { try EmbeddedLog.fsyncDirectory(directory) } catch { failure = failure ?? error }
+        }
+        for w in waiting { w(failure) }
+    }
+
+    /// Marks the pipe deleted: open readers reach end-of-file and writers fail.
+    func markRemoved() {
+        lock.lock()
+        removed = true
+        segments = [segments.last!]
+        lock.unlock()
+        observers.notify()
+    }
+
+    private func writeStartFile(_ value: Int64) throws {
+        let tmp = directory + "/" + EmbeddedLog.startFile + ".tmp"
+        let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw SystemError.last("create \(tmp)") }
+        let text = Array("\(value)\n".utf8)
+        let ok = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == text.count && fsync(fd) == 0
+        close(fd)
+        if !ok { throw SystemError.last("write \(tmp)") }
+        if rename(tmp, directory + "/" + EmbeddedLog.startFile) != 0 { throw SystemError.last("rename \(tmp)") }
+        try EmbeddedLog.fsyncDirectory(directory)
+    }
+
+    static func fsyncDirectory(_ path: String) throws {
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw SystemError.last("open \(path)") }
+        defer { close(fd) }
+        if fsync(fd) != 0 { throw SystemError.last("fsync \(path)") }
+    }
+}
+
+/// A writer of the embedded store: messages go to the file at once (the page cache), and flush waits for
+/// the disk.
+final class EmbeddedWriter: PipeWriter, @unchecked Sendable {
+    private let log: EmbeddedLog
+    init(log: EmbeddedLog) { self.log = log }
+    func push(_ messages: [[UInt8]]) throws { try log.append(messages) }
+    func flush(completion: @escaping @Sendable (Error?) -> Void) { log.sync(completion: completion) }
+}

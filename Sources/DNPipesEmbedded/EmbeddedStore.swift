@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Foundation
+import Logging
+import DNPipesCore
+
+/// The embedded durable store: pipes as directories of append-only, checksummed segment files under one data
+/// directory, which one daemon owns at a time (an exclusive lock on `DATA/lock`).
+///
+///     DATA/lock                  flock'ed by the owning daemon, holds its pid
+///     DATA/pipes/NAME/start      oldest readable offset (written by reset)
+///     DATA/pipes/NAME/*.log      segments, named by base offset
+///     DATA/trash/                deleted pipes on their way out
+public final class EmbeddedStore: PipeStore, @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var maxMessageBytes: Int
+        /// A segment is closed and a new one started once it grows past this size.
+        public var segmentBytes: Int64
+        public init(maxMessageBytes: Int = 1 << 20, segmentBytes: Int64 = 128 << 20) {
+            self.maxMessageBytes = maxMessageBytes
+            self.segmentBytes = segmentBytes
+        }
+    }
+
+    public struct AlreadyServed: Error, CustomStringConvertible {
+        public let directory: String
+        public let owner: String
+        public var description: String {
+            "data directory \(directory) is already served by another dnpipes daemon\(owner.isEmpty ? "" : " (pid \(owner))"); unmount that one first"
+        }
+    }
+
+    public let directory: String
+    private let config: Configuration
+    private let logger: Logger
+    private let lockFD: Int32
+    private let pipesDirectory: String
+    private let trashDirectory: String
+    private let syncQueue = DispatchQueue(label: "dnpipes.embedded.sync")
+
+    private let lock = NSLock()
+    private var names: Set<PipeName> = []
+    private var logs: [PipeName: EmbeddedLog] = [:]
+    private var trashCounter = 0
+
+    public init(directory: String, configuration: Configuration = Configuration(), logger: Logger) throws {
+        self.directory = directory
+        self.config = configuration
+        self.logger = logger
+        pipesDirectory = directory + "/pipes"
+        trashDirectory = directory + "/trash"
+        try FileManager.default.createDirectory(atPath: pipesDirectory, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: trashDirectory, withIntermediateDirectories: true)
+
+        let lockPath = directory + "/lock"
+        lockFD = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        if lockFD < 0 { throw SystemError.last("open \(lockPath)") }
+        if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+            let owner = (try? String(contentsOfFile: lockPath, encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            close(lockFD)
+            throw AlreadyServed(directory: directory, owner: owner)
+        }
+        _ = ftruncate(lockFD, 0)
+        let pid = Array("\(getpid())\n".utf8)
+        _ = pid.withUnsafeBytes { pwrite(lockFD, $0.baseAddress, $0.count, 0) }
+
+        emptyTrash()
+        for entry in try FileManager.default.contentsOfDirectory(atPath: pipesDirectory) {
+            if let name = try? PipeName(validating: entry) {
+                names.insert(name)
+            } else {
+                logger.warning("ignoring \(pipesDirectory)/\(entry): not a valid pipe name")
+            }
+        }
+        logger.info("embedded store at \(directory): \(names.count) pipes")
+    }
+
+    deinit { close(lockFD) }
+
+    public func list() throws -> [PipeName] {
+        lock.lock(); defer { lock.unlock() }
+        return names.sorted()
+    }
+
+    public func contains(_ name: PipeName) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return names.contains(name)
+    }
+
+    @discardableResult
+    public func create(_ name: PipeName) throws -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        if names.contains(name) { return false }
+        try EmbeddedLog.create(name: name, directory: path(of: name))
+        try EmbeddedLog.fsyncDirectory(pipesDirectory)
+        names.insert(name)
+        logger.info("created pipe \(name)")
+        return true
+    }
+
+    public func remove(_ name: PipeName) throws {
+        lock.lock()
+        guard names.contains(name) else { lock.unlock(); throw PipeError.noSuchPipe(name) }
+        trashCounter += 1
+        let target = "\(trashDirectory)/\(name).\(getpid()).\(trashCounter)"
+        if rename(path(of: name), target) != 0 {
+            let error = SystemError.last("move \(path(of: name)) to the trash")
+            lock.unlock()
+            throw error
+        }
+        try? EmbeddedLog.fsyncDirectory(pipesDirectory)
+        names.remove(name)
+        let log = logs.removeValue(forKey: name)
+        lock.unlock()
+        log?.markRemoved()
+        logger.info("deleted pipe \(name)")
+        syncQueue.async { try? FileManager.default.removeItem(atPath: target) }
+    }
+
+    public func open(_ name: PipeName) throws -> PipeLog? {
+        lock.lock(); defer { lock.unlock() }
+        if let log = logs[name] { return log }
+        guard names.contains(name) else { return nil }
+        let logger = self.logger
+        let log = try EmbeddedLog.open(name: name, directory: path(of: name), config: config, syncQueue: syncQueue) {
+            logger.warning("\($0)")
+        }
+        logs[name] = log
+        return log
+    }
+
+    /// Waits for every pending sync, so that nothing written is left in the page cache alone.
+    public func shutdown() {
+        lock.lock()
+        let open = Array(logs.values)
+        lock.unlock()
+        let group = DispatchGroup()
+        for log in open {
+            group.enter()
+            log.sync { _ in group.leave() }
+        }
+        group.wait()
+        syncQueue.sync {}
+    }
+
+    private func path(of name: PipeName) -> String { pipesDirectory + "/" + name.value }
+
+    private func emptyTrash() {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: trashDirectory)) ?? [] {
+            try? FileManager.default.removeItem(atPath: trashDirectory + "/" + entry)
+        }
+    }
+}

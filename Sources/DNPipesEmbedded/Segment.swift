@@ -1,0 +1,215 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import DNPipesCore
+
+/// One file of a pipe's log: records for offsets `base ..< base + count`, named by its base offset so that
+/// finding the segment holding an offset is a binary search over file names, not a scan.
+///
+/// All mutation happens under the owning log's lock. Reads use `pread` on bytes below `size`, which are
+/// complete once `write` returned, so they need no lock beyond a snapshot of `size`.
+final class Segment: @unchecked Sendable {
+    /// Every this many records the segment remembers a (offset, file position) pair, so a read from any
+    /// offset parses at most this many records before reaching it.
+    static let indexStride: Int64 = 64
+
+    let base: Int64
+    let path: String
+    let fd: Int32
+    private(set) var size: Int64 = 0
+    private(set) var count: Int64 = 0
+    private var indexOffsets: [Int64] = []
+    private var indexPositions: [Int64] = []
+
+    static func fileName(base: Int64) -> String {
+        let digits = String(base)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".log"
+    }
+
+    static func base(ofFileName name: String) -> Int64? {
+        guard name.hasSuffix(".log"), name.count == 24 else { return nil }
+        return Int64(name.dropLast(4))
+    }
+
+    private init(base: Int64, path: String, fd: Int32) {
+        self.base = base
+        self.path = path
+        self.fd = fd
+    }
+
+    deinit { close(fd) }
+
+    static func create(directory: String, base: Int64) throws -> Segment {
+        let path = directory + "/" + fileName(base: base)
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        if fd < 0 { throw SystemError.last("create segment \(path)") }
+        return Segment(base: base, path: path, fd: fd)
+    }
+
+    /// Opens an existing segment and checks every record. With `cutTornTail`, a torn or corrupt tail is cut
+    /// off the file (it can only be a write that was never acknowledged); otherwise the segment ends there.
+    static func open(path: String, base: Int64, maxPayload: Int, cutTornTail: Bool) throws -> (Segment, cutBytes: Int64) {
+        let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
+        if fd < 0 { throw SystemError.last("open segment \(path)") }
+        let segment = Segment(base: base, path: path, fd: fd)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw SystemError.last("stat \(path)") }
+        let fileSize = Int64(st.st_size)
+        var scanner = RecordScanner(fd: fd, limit: fileSize, maxPayload: maxPayload)
+        while let record = try scanner.next() {
+            segment.noteRecord(at: record.position, size: record.size)
+        }
+        let cut = fileSize - segment.size
+        if cut > 0 && cutTornTail {
+            guard ftruncate(fd, off_t(segment.size)) == 0, fsync(fd) == 0 else { throw SystemError.last("truncate \(path)") }
+        }
+        return (segment, cut)
+    }
+
+    private func noteRecord(at position: Int64, size recordSize: Int) {
+        if count % Segment.indexStride == 0 {
+            indexOffsets.append(base + count)
+            indexPositions.append(position)
+        }
+        count += 1
+        size = position + Int64(recordSize)
+    }
+
+    /// Appends already encoded records. On a failed or short write the file is cut back, so a record is
+    /// either wholly there or not at all.
+    func append(encoded: [UInt8], recordSizes: [Int]) throws {
+        let start = size
+        var written = 0
+        try encoded.withUnsafeBytes { raw in
+            while written < raw.count {
+                let n = pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(start) + off_t(written))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    let error = SystemError.last("write \(path)")
+                    _ = ftruncate(fd, off_t(start))
+                    throw error
+                }
+                written += n
+            }
+        }
+        var position = start
+        for s in recordSizes {
+            noteRecord(at: position, size: s)
+            position += Int64(s)
+        }
+    }
+
+    func sync() throws {
+        if fdatasync(fd) != 0 { throw SystemError.last("fdatasync \(path)") }
+    }
+
+    /// The position of the last indexed record at or before `offset`.
+    func indexed(atOrBefore offset: Int64) -> (offset: Int64, position: Int64) {
+        var lo = 0, hi = indexOffsets.count - 1
+        if hi < 0 || offset < indexOffsets[0] { return (base, 0) }
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if indexOffsets[mid] <= offset { lo = mid } else { hi = mid - 1 }
+        }
+        return (indexOffsets[lo], indexPositions[lo])
+    }
+
+    /// Reads messages from `offset` on, starting the scan at a known (offset, position) at or before it.
+    /// `limit` is the segment size snapshot taken under the log's lock.
+    func read(from offset: Int64, scanFrom start: (offset: Int64, position: Int64), limit: Int64,
+              maxBytes: Int, maxPayload: Int) throws -> (messages: [[UInt8]], next: Int64, position: Int64) {
+        var scanner = RecordScanner(fd: fd, limit: limit, maxPayload: maxPayload, position: start.position,
+                                    chunk: max(64 << 10, min(maxBytes + 4096, 1 << 20)))
+        var at = start.offset
+        var messages: [[UInt8]] = []
+        var bytes = 0
+        var position = start.position
+        while bytes < maxBytes, let record = try scanner.next(copyPayload: { at >= offset }) {
+            if at >= offset, let payload = record.payload {
+                bytes += payload.count + 1
+                messages.append(payload)
+            }
+            at += 1
+            position = record.position + Int64(record.size)
+        }
+        if scanner.sawCorruption && messages.isEmpty && at < base + count {
+            throw PipeError.io("corrupt record in \(path) at byte \(position)")
+        }
+        return (messages, at, position)
+    }
+}
+
+/// Reads records sequentially from a file in large chunks, checking each checksum.
+struct RecordScanner {
+    let fd: Int32
+    let limit: Int64
+    let maxPayload: Int
+    let chunk: Int
+    private var buffer: [UInt8] = []
+    private var bufferPosition: Int64
+    private var cursor = 0
+    private(set) var sawCorruption = false
+
+    init(fd: Int32, limit: Int64, maxPayload: Int, position: Int64 = 0, chunk: Int = 1 << 20) {
+        self.fd = fd
+        self.limit = limit
+        self.maxPayload = maxPayload
+        self.chunk = chunk
+        self.bufferPosition = position
+    }
+
+    struct Record {
+        var position: Int64
+        var size: Int
+        var payload: [UInt8]?
+    }
+
+    /// The next valid record, or nil at the end or at the first invalid one.
+    mutating func next(copyPayload: () -> Bool = { false }) throws -> Record? {
+        while true {
+            let parsed = buffer.withUnsafeBytes { RecordFormat.parse($0, at: cursor, maxPayload: maxPayload) }
+            switch parsed {
+            case .record(let payload, let size):
+                let position = bufferPosition + Int64(cursor)
+                let bytes = copyPayload() ? Array(buffer[payload]) : nil
+                cursor += size
+                return Record(position: position, size: size, payload: bytes)
+            case .corrupt:
+                sawCorruption = true
+                return nil
+            case .incomplete(let needed):
+                let here = bufferPosition + Int64(cursor)
+                if here >= limit { return nil }
+                let remaining = buffer.count - cursor
+                let want = max(chunk, needed ?? 0, RecordFormat.headerSize)
+                let toRead = Int(min(Int64(want), limit - here))
+                if toRead <= remaining { sawCorruption = remaining > 0; return nil }
+                var fresh = [UInt8](repeating: 0, count: toRead)
+                let got = try fresh.withUnsafeMutableBytes { raw -> Int in
+                    var done = 0
+                    while done < toRead {
+                        let n = pread(fd, raw.baseAddress! + done, toRead - done, off_t(here) + off_t(done))
+                        if n < 0 { if errno == EINTR { continue }; throw SystemError.last("read segment") }
+                        if n == 0 { break }
+                        done += n
+                    }
+                    return done
+                }
+                if got <= remaining { sawCorruption = remaining > 0; return nil }
+                fresh.removeLast(toRead - got)
+                buffer = fresh
+                bufferPosition = here
+                cursor = 0
+            }
+        }
+    }
+}
+
+struct SystemError: Error, CustomStringConvertible {
+    let what: String
+    let code: Int32
+    static func last(_ what: String) -> SystemError { SystemError(what: what, code: errno) }
+    var description: String { "\(what): \(String(cString: strerror(code)))" }
+}

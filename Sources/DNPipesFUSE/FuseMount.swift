@@ -1,0 +1,86 @@
+import CFuse
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A FUSE session serving a `PipeFileSystem` at a mount point: mount, serve until unmounted or told to stop,
+/// then clean up.
+public final class FuseMount: @unchecked Sendable {
+    public struct MountError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public let mountpoint: String
+    private let filesystem: PipeFileSystem
+    private let logger: Logger
+    private var session: OpaquePointer?
+    private var operations = makeOperations()
+    private let threads: UInt32
+
+    /// `fuseOptions` are passed to libfuse as `-o` options (allow_other, default_permissions, fsname, ...).
+    public init(filesystem: PipeFileSystem, mountpoint: String, fuseOptions: [String], threads: UInt32 = 16,
+                logger: Logger) throws {
+        self.filesystem = filesystem
+        self.mountpoint = mountpoint
+        self.logger = logger
+        self.threads = threads
+        var argv = ["dnpipes"]
+        if !fuseOptions.isEmpty { argv += ["-o", fuseOptions.joined(separator: ",")] }
+        var cStrings = argv.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        var args = dnp_args_init()
+        let session = cStrings.withUnsafeMutableBufferPointer { buf -> OpaquePointer? in
+            args.argc = Int32(buf.count)
+            args.argv = buf.baseAddress
+            let s = fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size,
+                                     Unmanaged.passUnretained(filesystem).toOpaque())
+            fuse_opt_free_args(&args)
+            return s
+        }
+        guard let session else {
+            throw MountError(description: "libfuse refused the options \(fuseOptions.joined(separator: ","))")
+        }
+        self.session = session
+    }
+
+    /// Mounts. A mount point left behind by a daemon that died (ENOTCONN) is detached first.
+    public func mount() throws {
+        var st = stat()
+        if stat(mountpoint, &st) != 0 && errno == ENOTCONN {
+            logger.warning("\(mountpoint) is a dead mount of a daemon that died; detaching it")
+            umount2(mountpoint, Int32(MNT_DETACH))
+        }
+        if fuse_session_mount(session, mountpoint) != 0 {
+            throw MountError(description: "cannot mount on \(mountpoint) (see the lines above; is it an existing directory, and is /dev/fuse available?)")
+        }
+    }
+
+    /// Serves requests until the file system is unmounted or `stop()` is called. Returns 0 on a clean end.
+    public func run() -> Int32 {
+        let rc = dnp_session_loop_mt(session, threads)
+        return rc
+    }
+
+    /// Ends the loop and unmounts (from a signal handler's queue).
+    public func stop() {
+        fuse_session_exit(session)
+        // The loop's threads sit in read(2) on /dev/fuse; detaching the mount makes those reads fail at once.
+        if umount2(mountpoint, Int32(MNT_DETACH)) != 0 {
+            // Not root: ask fusermount3.
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/bin/fusermount3")
+            p.arguments = ["-u", "-z", mountpoint]
+            try? p.run()
+            p.waitUntilExit()
+        }
+    }
+
+    public func unmountAndDestroy() {
+        guard let session else { return }
+        fuse_session_unmount(session)
+        fuse_session_destroy(session)
+        self.session = nil
+    }
+}

@@ -1,0 +1,278 @@
+import CFuse
+import Foundation
+import Logging
+import DNPipesCore
+
+/// One open file handle on a pipe or a view: its own read cursor and its own line framer.
+///
+/// A read that finds nothing is parked here, never waited for on a FUSE thread; it is answered when the
+/// pipe's observer fires (a push, a reset, a delete), or with EINTR when the kernel interrupts it.
+final class OpenPipe: @unchecked Sendable {
+    let fh: UInt64
+    let log: PipeLog
+    let view: Inodes.View
+    let canRead: Bool
+    let canWrite: Bool
+    let nonBlocking: Bool
+    private let logger: Logger
+    private let interrupts: InterruptTable
+
+    private let lock = NSLock()
+    private var cursor: ReadCursor
+    /// For a `.drain` handle: the end of the pipe at open; reading stops there.
+    private let drainEnd: Int64?
+    private var framer: LineFramer
+    private let writer: PipeWriter?
+    private var observer: Int?
+    private var parked: [(request: Request, size: Int, token: UInt64)] = []
+    private var pollHandle: OpaquePointer?
+
+    init(fh: UInt64, log: PipeLog, view: Inodes.View, flags: Int32, maxMessageBytes: Int,
+         logger: Logger, interrupts: InterruptTable) throws {
+        self.fh = fh
+        self.log = log
+        self.view = view
+        self.logger = logger
+        self.interrupts = interrupts
+        let access = flags & O_ACCMODE
+        canRead = access == O_RDONLY || access == O_RDWR
+        canWrite = access == O_WRONLY || access == O_RDWR
+        nonBlocking = flags & O_NONBLOCK != 0
+        let bounds = log.bounds()
+        cursor = ReadCursor(offset: view == .tail ? bounds.end : bounds.oldest)
+        drainEnd = view == .drain ? bounds.end : nil
+        framer = LineFramer(maxMessageBytes: maxMessageBytes)
+        writer = canWrite ? try log.makeWriter() : nil
+        if canRead {
+            observer = log.addObserver { [weak self] in self?.pipeChanged() }
+        }
+    }
+
+    // MARK: Reading
+
+    private enum Outcome { case data([UInt8]), endOfFile, nothing }
+
+    /// Takes what the cursor can deliver now. Called with the lock held.
+    private func take(_ size: Int) throws -> Outcome {
+        var removed = false
+        let limit = drainEnd
+        let bytes = try cursor.fill(capacity: size) { from, maxBytes in
+            if let limit, from >= limit { return nil }
+            switch try log.fetch(from: from, maxBytes: maxBytes) {
+            case .messages(let first, var messages):
+                if let limit {
+                    if first >= limit { return nil }
+                    let keep = Int(min(Int64(messages.count), limit - first))
+                    if keep < messages.count { messages.removeLast(messages.count - keep) }
+                }
+                return (first, messages)
+            case .nothing: return nil
+            case .removed: removed = true; return nil
+            }
+        }
+        if !bytes.isEmpty { return .data(bytes) }
+        if removed { return .endOfFile }
+        if let limit, cursor.offset >= limit || log.bounds().oldest >= limit { return .endOfFile }
+        return .nothing
+    }
+
+    func read(_ request: Request, size: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        if !parked.isEmpty {
+            // Keep the order of reads on one handle: this one waits behind the parked one.
+            park(request, size: size)
+            return
+        }
+        do {
+            switch try take(size) {
+            case .data(let bytes): request.reply(data: bytes)
+            case .endOfFile: request.reply(data: [])
+            case .nothing:
+                if nonBlocking { request.reply(error: EAGAIN) } else { park(request, size: size) }
+            }
+        } catch {
+            logger.error("pipe \(log.name): read failed: \(error)")
+            request.reply(error: EIO)
+        }
+    }
+
+    /// Called with the lock held.
+    private func park(_ request: Request, size: Int) {
+        let token = interrupts.register(self)
+        parked.append((request, size, token))
+        // May call the interrupt function at once if the request was already interrupted; that function only
+        // schedules work, so holding our lock here is safe.
+        fuse_req_interrupt_func(request.raw, interruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(token)))
+    }
+
+    /// Answers a parked read with EINTR (the reader got a signal).
+    func interrupt(token: UInt64) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let i = parked.firstIndex(where: { $0.token == token }) else { return }
+        let p = parked.remove(at: i)
+        interrupts.unregister(token)
+        p.request.reply(error: EINTR)
+    }
+
+    /// The pipe changed: answer parked reads that can now be answered, and tell a poller.
+    private func pipeChanged() {
+        lock.lock()
+        defer { lock.unlock() }
+        while let first = parked.first {
+            let outcome: Outcome
+            do { outcome = try take(first.size) } catch {
+                logger.error("pipe \(log.name): read failed: \(error)")
+                parked.removeFirst()
+                interrupts.unregister(first.token)
+                first.request.reply(error: EIO)
+                continue
+            }
+            switch outcome {
+            case .nothing: break
+            case .data(let bytes):
+                parked.removeFirst(); interrupts.unregister(first.token); first.request.reply(data: bytes)
+                continue
+            case .endOfFile:
+                parked.removeFirst(); interrupts.unregister(first.token); first.request.reply(data: [])
+                continue
+            }
+            break
+        }
+        if let ph = pollHandle, readable() {
+            fuse_lowlevel_notify_poll(ph)
+            fuse_pollhandle_destroy(ph)
+            pollHandle = nil
+        }
+    }
+
+    /// Whether a read would return at once. Called with the lock held.
+    private func readable() -> Bool {
+        if cursor.hasCarry || log.isRemoved { return true }
+        let bounds = log.bounds()
+        let next = max(cursor.offset, bounds.oldest)
+        if let drainEnd { return next >= drainEnd || next < bounds.end }
+        return next < bounds.end
+    }
+
+    func poll(_ request: Request, handle: OpaquePointer?) {
+        lock.lock()
+        defer { lock.unlock() }
+        var events: Int32 = 0
+        if canWrite { events |= Int32(POLLOUT | POLLWRNORM) }
+        if canRead && readable() { events |= Int32(POLLIN | POLLRDNORM) }
+        if let handle {
+            if let old = pollHandle { fuse_pollhandle_destroy(old) }
+            pollHandle = nil
+            if canRead && events & Int32(POLLIN) == 0 { pollHandle = handle } else { fuse_pollhandle_destroy(handle) }
+        }
+        request.reply(poll: events)
+    }
+
+    // MARK: Writing
+
+    func write(_ request: Request, bytes: UnsafeRawBufferPointer) {
+        guard let writer else { request.reply(error: EBADF); return }
+        lock.lock()
+        defer { lock.unlock() }
+        let before = framer
+        do {
+            let messages = try framer.frame(bytes.bindMemory(to: UInt8.self))
+            if !messages.isEmpty { try writer.push(messages) }
+            request.reply(written: bytes.count)
+        } catch {
+            framer = before
+            let code = errno(for: error)
+            logger.error("pipe \(log.name): refused a write of \(bytes.count) bytes: \(error)")
+            request.reply(error: code)
+        }
+    }
+
+    /// close() and fsync(): the partial last line becomes a message, and the reply waits (parked in the
+    /// writer's completion) until every message of this handle is durable.
+    func flush(_ request: Request) {
+        guard let writer else { request.replyOK(); return }
+        lock.lock()
+        if let last = framer.finish() {
+            do { try writer.push([last]) } catch {
+                lock.unlock()
+                logger.error("pipe \(log.name): could not store the last line at close: \(error)")
+                request.reply(error: errno(for: error))
+                return
+            }
+        }
+        lock.unlock()
+        let name = log.name
+        let logger = self.logger
+        writer.flush { error in
+            if let error {
+                logger.error("pipe \(name): messages not made durable: \(error)")
+                request.reply(error: EIO)
+            } else {
+                request.replyOK()
+            }
+        }
+    }
+
+    /// The handle is gone: stop observing and drop a pending poll. No read can be parked: the kernel waits
+    /// for outstanding reads before it releases a file.
+    func release() {
+        lock.lock()
+        if let observer { log.removeObserver(observer) }
+        observer = nil
+        if let ph = pollHandle { fuse_pollhandle_destroy(ph) }
+        pollHandle = nil
+        let leftovers = parked
+        parked = []
+        let last = framer.finish()
+        lock.unlock()
+        for p in leftovers { interrupts.unregister(p.token); p.request.reply(error: EINTR) }
+        if let last, let writer { try? writer.push([last]); writer.flush { _ in } }
+    }
+
+    private func errno(for error: Error) -> Int32 {
+        switch error {
+        case is LineFramer.MessageTooLarge: return EMSGSIZE
+        case let e as PipeError:
+            switch e {
+            case .messageTooLarge: return EMSGSIZE
+            case .removed, .noSuchPipe: return ENOENT
+            case .unavailable: return EIO
+            case .io: return EIO
+            }
+        default: return EIO
+        }
+    }
+}
+
+/// Maps the small integers given to libfuse as interrupt data back to handles. libfuse may call the interrupt
+/// function just after the request was answered, so it must not carry a pointer that could dangle.
+final class InterruptTable: @unchecked Sendable {
+    private let lock = NSLock()
+    private var next: UInt64 = 1
+    private var handles: [UInt64: OpenPipe] = [:]
+    private let queue = DispatchQueue(label: "dnpipes.interrupts")
+
+    func register(_ handle: OpenPipe) -> UInt64 {
+        lock.lock(); defer { lock.unlock() }
+        next += 1
+        handles[next] = handle
+        return next
+    }
+
+    func unregister(_ token: UInt64) {
+        lock.lock(); defer { lock.unlock() }
+        handles[token] = nil
+    }
+
+    /// Called by libfuse with its request lock held: only schedule the answer.
+    func interrupted(_ token: UInt64) {
+        queue.async { [self] in
+            lock.lock()
+            let handle = handles[token]
+            lock.unlock()
+            handle?.interrupt(token: token)
+        }
+    }
+}

@@ -1,0 +1,308 @@
+import CFuse
+import Foundation
+import Logging
+import DNPipesCore
+
+/// The filesystem semantics: a directory whose files are pipes, served from a `PipeStore`.
+///
+/// Callbacks answer from memory or hand the work to a queue and answer from there: a FUSE worker thread never
+/// waits on the disk or the network, so a slow store cannot stall the mount.
+public final class PipeFileSystem: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var maxMessageBytes: Int
+        /// How long the kernel may cache names and attributes. Short: another host may create or delete pipes.
+        public var cacheSeconds: Double
+        public init(maxMessageBytes: Int = 1 << 20, cacheSeconds: Double = 1) {
+            self.maxMessageBytes = maxMessageBytes
+            self.cacheSeconds = cacheSeconds
+        }
+    }
+
+    let store: PipeStore
+    let options: Options
+    let logger: Logger
+    let inodes = Inodes()
+    let interrupts = InterruptTable()
+    private let work = DispatchQueue(label: "dnpipes.fs.work", attributes: .concurrent)
+    private let owner = (uid: getuid(), gid: getgid())
+    private let mountTime: timespec = { var t = timespec(); clock_gettime(CLOCK_REALTIME, &t); return t }()
+
+    private let lock = NSLock()
+    private var handles: [UInt64: OpenPipe] = [:]
+    private var nextHandle: UInt64 = 0
+
+    public init(store: PipeStore, options: Options, logger: Logger) {
+        self.store = store
+        self.options = options
+        self.logger = logger
+    }
+
+    // MARK: Attributes
+
+    private func directoryAttributes(_ ino: UInt64) -> Attributes {
+        Attributes(ino: ino, mode: S_IFDIR | 0o755, nlink: 2, uid: owner.uid, gid: owner.gid, time: mountTime,
+                   timeout: options.cacheSeconds)
+    }
+
+    private func pipeAttributes(_ name: PipeName, view: Inodes.View) -> Attributes {
+        Attributes(ino: inodes.ino(of: name, view: view), mode: S_IFREG | (view == .pipe ? 0o644 : 0o444),
+                   uid: owner.uid, gid: owner.gid, time: mountTime, timeout: options.cacheSeconds)
+    }
+
+    private func attributes(_ ino: UInt64) -> Attributes? {
+        switch inodes.node(ino) {
+        case .root, .directory: return directoryAttributes(ino)
+        case .pipe(let name, let view): return store.contains(name) ? pipeAttributes(name, view: view) : nil
+        case .fifoAlias:
+            return Attributes(ino: ino, mode: S_IFIFO | 0o644, uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0)
+        case nil: return nil
+        }
+    }
+
+    /// Validates a name the caller wants to create; logs and answers EINVAL when it is not a pipe name.
+    private func creatableName(_ raw: UnsafePointer<CChar>, _ request: Request, what: String) -> PipeName? {
+        let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self), count: strlen(raw))
+        do {
+            return try PipeName(validatingBytes: bytes)
+        } catch {
+            logger.warning("\(what) '\(String(decoding: bytes, as: UTF8.self))' refused (EINVAL): \(error)")
+            request.reply(error: EINVAL)
+            return nil
+        }
+    }
+
+    private func refuse(_ request: Request, _ code: Int32, _ message: @autoclosure () -> String) {
+        logger.notice("\(message()) (\(String(cString: strerror(code))))")
+        request.reply(error: code)
+    }
+
+    // MARK: Namespace
+
+    func lookup(_ request: Request, parent: UInt64, name: UnsafePointer<CChar>) {
+        let text = String(cString: name)
+        switch inodes.node(parent) {
+        case .root:
+            if text == ".drain" { return request.reply(entry: directoryAttributes(Inodes.drainDirectory)) }
+            if text == ".tail" { return request.reply(entry: directoryAttributes(Inodes.tailDirectory)) }
+            guard let pipe = try? PipeName(validating: text), store.contains(pipe) else { return request.reply(error: ENOENT) }
+            request.reply(entry: pipeAttributes(pipe, view: .pipe))
+        case .directory(let view):
+            guard let pipe = try? PipeName(validating: text), store.contains(pipe) else { return request.reply(error: ENOENT) }
+            request.reply(entry: pipeAttributes(pipe, view: view))
+        default:
+            request.reply(error: ENOTDIR)
+        }
+    }
+
+    func getattr(_ request: Request, ino: UInt64) {
+        guard let attrs = attributes(ino) else { return request.reply(error: ENOENT) }
+        request.reply(attributes: attrs)
+    }
+
+    func forget(_ ino: UInt64) { inodes.forget(ino) }
+
+    /// Lists pipes. The view directories are hidden from the root listing (like dot files they are there
+    /// for those who know), and list every pipe themselves.
+    func readdir(_ request: Request, ino: UInt64, size: Int, offset: Int) {
+        guard let node = inodes.node(ino) else { return request.reply(error: ENOENT) }
+        let view: Inodes.View
+        switch node {
+        case .root: view = .pipe
+        case .directory(let v): view = v
+        default: return request.reply(error: ENOTDIR)
+        }
+        let pipes: [PipeName]
+        do { pipes = try store.list() } catch {
+            logger.error("listing pipes failed: \(error)")
+            return request.reply(error: EIO)
+        }
+        var entries: [(String, UInt64, mode_t)] = [(".", ino, S_IFDIR), ("..", Inodes.root, S_IFDIR)]
+        for p in pipes { entries.append((p.value, inodes.ino(of: p, view: view), S_IFREG)) }
+        var buffer = [UInt8](repeating: 0, count: size)
+        var used = 0
+        var index = offset
+        buffer.withUnsafeMutableBufferPointer { buf in
+            let base = UnsafeMutableRawPointer(buf.baseAddress!).assumingMemoryBound(to: CChar.self)
+            while index < entries.count {
+                var st = stat()
+                st.st_ino = UInt(entries[index].1)
+                st.st_mode = entries[index].2
+                let n = fuse_add_direntry(request.raw, base + used, size - used, entries[index].0, &st, off_t(index + 1))
+                if n > size - used { break }
+                used += n
+                index += 1
+            }
+        }
+        request.reply(data: Array(buffer[0..<used]))
+    }
+
+    /// `mkfifo` arrives here. The pipe must be a regular file to the kernel (a FIFO-typed node would route
+    /// all I/O to the kernel's own pipe code), but the kernel rejects an answer to MKNOD(S_IFIFO) of another
+    /// type. So the answer is a FIFO-typed node on a throw-away id that nobody may cache (timeouts 0); every
+    /// later lookup of the name gives the pipe's real id, as a regular file.
+    func mknod(_ request: Request, parent: UInt64, name: UnsafePointer<CChar>, mode: mode_t) {
+        guard case .root = inodes.node(parent) else {
+            return refuse(request, EACCES, "mknod in a view directory refused: views are read-only")
+        }
+        let type = mode & S_IFMT
+        guard type == S_IFIFO || type == S_IFREG else {
+            return refuse(request, EPERM, "mknod '\(String(cString: name))' refused: only pipes (FIFOs) can be made here")
+        }
+        guard let pipe = creatableName(name, request, what: "pipe name") else { return }
+        work.async { [self] in
+            do {
+                guard try store.create(pipe) else { return request.reply(error: EEXIST) }
+                if type == S_IFIFO {
+                    request.reply(entry: Attributes(ino: inodes.fifoAlias(for: pipe), mode: S_IFIFO | 0o644,
+                                                    uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0))
+                } else {
+                    request.reply(entry: pipeAttributes(pipe, view: .pipe))
+                }
+            } catch {
+                logger.error("creating pipe \(pipe) failed: \(error)")
+                request.reply(error: EIO)
+            }
+        }
+    }
+
+    func unlink(_ request: Request, parent: UInt64, name: UnsafePointer<CChar>) {
+        guard case .root = inodes.node(parent) else {
+            return refuse(request, EACCES, "unlink in a view directory refused: views are read-only")
+        }
+        guard let pipe = try? PipeName(validating: String(cString: name)) else { return request.reply(error: ENOENT) }
+        work.async { [self] in
+            do {
+                try store.remove(pipe)
+                request.replyOK()
+            } catch PipeError.noSuchPipe {
+                request.reply(error: ENOENT)
+            } catch {
+                logger.error("deleting pipe \(pipe) failed: \(error)")
+                request.reply(error: EIO)
+            }
+        }
+    }
+
+    /// `truncate -s 0` resets a pipe; any other size is refused. Mode, owner and time changes: times are
+    /// accepted (touch), a mode equal to the current one is accepted, anything else is refused.
+    func setattr(_ request: Request, ino: UInt64, attr: stat, toSet: Int32) {
+        guard let current = attributes(ino) else { return request.reply(error: ENOENT) }
+        if toSet & FUSE_SET_ATTR_MODE != 0 && attr.st_mode & 0o7777 != current.mode & 0o7777 {
+            return refuse(request, EPERM, "chmod \(String(attr.st_mode & 0o7777, radix: 8)) refused: pipe modes are fixed")
+        }
+        if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 && (attr.st_uid != current.uid || attr.st_gid != current.gid) {
+            return refuse(request, EPERM, "chown refused: pipes belong to the mounting user")
+        }
+        guard toSet & FUSE_SET_ATTR_SIZE != 0 else { return request.reply(attributes: current) }
+        guard case .pipe(let name, let view) = inodes.node(ino) else {
+            return refuse(request, EISDIR, "truncate of a directory refused")
+        }
+        guard view == .pipe else { return refuse(request, EACCES, "truncate of view \(name) refused: views are read-only") }
+        guard attr.st_size == 0 else {
+            return refuse(request, EINVAL, "truncate of \(name) to \(attr.st_size) bytes refused: only size 0 (reset) is possible")
+        }
+        work.async { [self] in
+            do {
+                guard let log = try store.open(name) else { return request.reply(error: ENOENT) }
+                log.reset { error in
+                    if let error {
+                        self.logger.error("reset of \(name) failed: \(error)")
+                        request.reply(error: EIO)
+                    } else {
+                        self.logger.info("reset pipe \(name)")
+                        request.reply(attributes: current)
+                    }
+                }
+            } catch {
+                logger.error("reset of \(name) failed: \(error)")
+                request.reply(error: EIO)
+            }
+        }
+    }
+
+    func refuseStructure(_ request: Request, _ what: String) {
+        refuse(request, EPERM, "\(what) refused: a pipe directory holds only pipes")
+    }
+
+    func statfs(_ request: Request) {
+        var st = statvfs()
+        st.f_bsize = 4096
+        st.f_frsize = 4096
+        st.f_namemax = UInt(PipeName.maxLength)
+        st.f_files = UInt((try? store.list().count) ?? 0)
+        fuse_reply_statfs(request.raw, &st)
+    }
+
+    // MARK: Open files
+
+    func open(_ request: Request, ino: UInt64, flags: Int32) {
+        guard case .pipe(let name, let view) = inodes.node(ino) else {
+            if case .fifoAlias(let name) = inodes.node(ino) {
+                return openPipe(request, name: name, view: .pipe, flags: flags, create: nil)
+            }
+            return request.reply(error: inodes.node(ino) == nil ? ENOENT : EISDIR)
+        }
+        openPipe(request, name: name, view: view, flags: flags, create: nil)
+    }
+
+    func create(_ request: Request, parent: UInt64, name: UnsafePointer<CChar>, mode: mode_t, flags: Int32) {
+        guard case .root = inodes.node(parent) else {
+            return refuse(request, EACCES, "create in a view directory refused: views are read-only")
+        }
+        guard let pipe = creatableName(name, request, what: "pipe name") else { return }
+        openPipe(request, name: pipe, view: .pipe, flags: flags, create: flags & O_EXCL != 0 ? .exclusive : .ifMissing)
+    }
+
+    private enum Creation { case ifMissing, exclusive }
+
+    /// Opens (and with `create`, first creates) a pipe on the work queue: opening a log may read the disk.
+    private func openPipe(_ request: Request, name: PipeName, view: Inodes.View, flags: Int32, create: Creation?) {
+        if view != .pipe && flags & O_ACCMODE != O_RDONLY {
+            return refuse(request, EACCES, "opening view \(name) for writing refused: views are read-only")
+        }
+        work.async { [self] in
+            do {
+                if let create {
+                    let created = try store.create(name)
+                    if !created && create == .exclusive { return request.reply(error: EEXIST) }
+                }
+                guard let log = try store.open(name) else { return request.reply(error: ENOENT) }
+                lock.lock()
+                nextHandle += 1
+                let fh = nextHandle
+                lock.unlock()
+                let handle = try OpenPipe(fh: fh, log: log, view: view, flags: flags,
+                                          maxMessageBytes: options.maxMessageBytes, logger: logger, interrupts: interrupts)
+                lock.lock()
+                handles[fh] = handle
+                lock.unlock()
+                if create != nil {
+                    request.reply(create: pipeAttributes(name, view: .pipe), fh: fh)
+                } else {
+                    request.reply(open: fh)
+                }
+            } catch {
+                logger.error("opening pipe \(name) failed: \(error)")
+                request.reply(error: EIO)
+            }
+        }
+    }
+
+    func handle(_ fh: UInt64) -> OpenPipe? {
+        lock.lock(); defer { lock.unlock() }
+        return handles[fh]
+    }
+
+    func release(_ request: Request, fh: UInt64) {
+        lock.lock()
+        let handle = handles.removeValue(forKey: fh)
+        lock.unlock()
+        handle?.release()
+        request.replyOK()
+    }
+
+    var openHandleCount: Int {
+        lock.lock(); defer { lock.unlock() }
+        return handles.count
+    }
+}

@@ -1,0 +1,85 @@
+import CFuse
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One kernel request, answered exactly once through one of the `reply` methods. Replies are thread-safe in
+/// libfuse, so a request may be answered from any thread, long after its callback returned.
+struct Request: @unchecked Sendable {
+    let raw: fuse_req_t
+
+    func reply(error: Int32) { fuse_reply_err(raw, error) }
+    func replyOK() { fuse_reply_err(raw, 0) }
+    func reply(entry: Attributes) {
+        var e = entry.entryParam()
+        fuse_reply_entry(raw, &e)
+    }
+    func reply(attributes: Attributes) {
+        var st = attributes.stat()
+        fuse_reply_attr(raw, &st, attributes.timeout)
+    }
+    func reply(open fh: UInt64, stream: Bool = true) {
+        var fi = fuse_file_info()
+        dnp_fi_set_fh(&fi, fh)
+        if stream { dnp_fi_set_stream(&fi) }
+        fuse_reply_open(raw, &fi)
+    }
+    func reply(create entry: Attributes, fh: UInt64) {
+        var e = entry.entryParam()
+        var fi = fuse_file_info()
+        dnp_fi_set_fh(&fi, fh)
+        dnp_fi_set_stream(&fi)
+        fuse_reply_create(raw, &e, &fi)
+    }
+    func reply(data: [UInt8]) {
+        data.withUnsafeBufferPointer { buf in
+            _ = buf.baseAddress.map { base in
+                base.withMemoryRebound(to: CChar.self, capacity: buf.count) { fuse_reply_buf(raw, $0, buf.count) }
+            } ?? fuse_reply_buf(raw, nil, 0)
+        }
+    }
+    func reply(written: Int) { fuse_reply_write(raw, written) }
+    func reply(poll events: Int32) { fuse_reply_poll(raw, UInt32(events)) }
+
+    var caller: (uid: uid_t, gid: gid_t, pid: pid_t) {
+        let ctx = fuse_req_ctx(raw)!.pointee
+        return (ctx.uid, ctx.gid, ctx.pid)
+    }
+}
+
+/// What the kernel is told about a node.
+struct Attributes {
+    var ino: UInt64
+    var mode: mode_t
+    var nlink: Int = 1
+    var uid: uid_t
+    var gid: gid_t
+    var time: timespec
+    /// How long the kernel may cache the entry and attributes, in seconds.
+    var timeout: Double
+
+    func stat() -> Glibc.stat {
+        var st = Glibc.stat()
+        st.st_ino = UInt(ino)
+        st.st_mode = mode
+        st.st_nlink = UInt(nlink)
+        st.st_uid = uid
+        st.st_gid = gid
+        st.st_size = 0
+        st.st_blksize = 1 << 16
+        st.st_atim = time
+        st.st_mtim = time
+        st.st_ctim = time
+        return st
+    }
+
+    func entryParam() -> fuse_entry_param {
+        var e = fuse_entry_param()
+        e.ino = ino
+        e.generation = 1
+        e.attr = stat()
+        e.attr_timeout = timeout
+        e.entry_timeout = timeout
+        return e
+    }
+}

@@ -1,0 +1,119 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import DNPipesCore
+import DNPipesEmbedded
+import DNPipesFUSE
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum Daemon {
+    /// Starts the daemon in the background and returns once it reports the mount ready, or failed.
+    ///
+    /// The daemon is this program again, started with --foreground and a pipe on which it writes one byte
+    /// once mounted: forking a process that already runs threads is not safe, starting a fresh one is.
+    static func start(_ settings: Mount.Settings, arguments: [String]) throws {
+        try FileManager.default.createDirectory(atPath: (settings.logFile as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        let logFD = open(settings.logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard logFD >= 0 else { throw ValidationError("cannot open log file \(settings.logFile): \(String(cString: strerror(errno)))") }
+        defer { close(logFD) }
+        let logStart = lseek(logFD, 0, SEEK_END)
+
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ValidationError("pipe: \(String(cString: strerror(errno)))") }
+        let readyChild: Int32 = 3
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 1)
+        posix_spawn_file_actions_adddup2(&actions, logFD, 2)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], readyChild)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, 0x80) // POSIX_SPAWN_SETSID (glibc), not exported to Swift
+
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let argv = [executable] + arguments + ["--foreground", "--ready-fd", String(readyChild)]
+        var cArgs = argv.map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, &cArgs, environ)
+        close(fds[1])
+        defer { close(fds[0]) }
+        guard rc == 0 else { throw ValidationError("cannot start the daemon: \(String(cString: strerror(rc)))") }
+
+        // Wait for the ready byte, or for the daemon to exit.
+        var byte: UInt8 = 0
+        var pfd = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+        let ready = poll(&pfd, 1, 60_000) == 1 && read(fds[0], &byte, 1) == 1
+        if ready {
+            print("dnpipes: mounted \(settings.mountpoint) (daemon pid \(pid), log \(settings.logFile))")
+            return
+        }
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == 0 { kill(pid, SIGTERM); _ = waitpid(pid, &status, 0) }
+        let log = (try? FileHandle(forReadingFrom: URL(fileURLWithPath: settings.logFile))).map { h -> String in
+            try? h.seek(toOffset: UInt64(max(0, logStart)))
+            return String(decoding: h.readDataToEndOfFile(), as: UTF8.self)
+        } ?? ""
+        let tail = log.split(separator: "\n").suffix(5).joined(separator: "\n")
+        FileHandle.standardError.write(Data("dnpipes: mounting \(settings.mountpoint) failed\n\(tail)\n".utf8))
+        throw ExitCode(1)
+    }
+
+    /// Serves the mount in this process until it is unmounted or signalled.
+    static func serve(_ settings: Mount.Settings, readyFD: Int32?) throws {
+        signal(SIGPIPE, SIG_IGN)
+        let logger = makeLogger()
+        let store: PipeStore
+        do {
+            if settings.brokers != nil {
+                throw ValidationError("the Kafka backend is not part of this build yet")
+            }
+            store = try EmbeddedStore(directory: settings.dataDirectory,
+                                      configuration: .init(maxMessageBytes: settings.maxMessageBytes), logger: logger)
+        } catch {
+            logger.critical("cannot open the store: \(error)")
+            throw ExitCode(1)
+        }
+        let filesystem = PipeFileSystem(store: store, options: .init(maxMessageBytes: settings.maxMessageBytes), logger: logger)
+        let mount: FuseMount
+        do {
+            mount = try FuseMount(filesystem: filesystem, mountpoint: settings.mountpoint,
+                                  fuseOptions: settings.fuseOptions, logger: logger)
+            try mount.mount()
+        } catch {
+            logger.critical("\(error)")
+            store.shutdown()
+            throw ExitCode(1)
+        }
+        logger.info("mounted \(settings.mountpoint) (pid \(getpid()))")
+
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT, SIGHUP] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                logger.info("signal \(sig): unmounting \(settings.mountpoint)")
+                mount.stop()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        if let readyFD {
+            var one: UInt8 = 1
+            _ = write(readyFD, &one, 1)
+            close(readyFD)
+        }
+        let rc = mount.run()
+        store.shutdown()
+        mount.unmountAndDestroy()
+        sources.forEach { $0.cancel() }
+        logger.info("unmounted \(settings.mountpoint)\(rc == 0 ? "" : " (loop ended with \(rc))")")
+    }
+}

@@ -1,0 +1,70 @@
+/// The `-o` options of a mount, split into dnpipes's own, those libfuse understands, and those mount(8)
+/// passes that mean nothing to a FUSE daemon.
+struct MountOptions: Equatable {
+    var dataDirectory: String?
+    var brokers: String?
+    var maxMessageBytes: Int?
+    var fuse: [String] = []
+    var kafka: [(String, String)] = []
+
+    static func == (a: MountOptions, b: MountOptions) -> Bool {
+        a.dataDirectory == b.dataDirectory && a.brokers == b.brokers && a.maxMessageBytes == b.maxMessageBytes
+            && a.fuse == b.fuse && a.kafka.map { "\($0)=\($1)" } == b.kafka.map { "\($0)=\($1)" }
+    }
+
+    struct Invalid: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Options mount(8) and fstab use for their own purposes; a FUSE daemon ignores them.
+    static let mountOnly: Set<String> = [
+        "rw", "defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "owner", "group",
+        "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime", "norelatime",
+        "strictatime", "diratime", "nodiratime", "async", "sync", "nosymfollow", "x-systemd.automount", "silent", "loud",
+    ]
+    /// Options passed to libfuse.
+    static let fuseKnown: Set<String> = ["allow_other", "allow_root", "default_permissions", "auto_unmount"]
+
+    /// Parses comma-separated option lists (several `-o` may be given).
+    static func parse(_ lists: [String]) throws -> MountOptions {
+        var result = MountOptions()
+        for list in lists {
+            for item in list.split(separator: ",", omittingEmptySubsequences: true).map(String.init) {
+                let (key, value): (String, String?) = {
+                    if let eq = item.firstIndex(of: "=") { return (String(item[..<eq]), String(item[item.index(after: eq)...])) }
+                    return (item, nil)
+                }()
+                switch key {
+                case "data_dir", "data-dir":
+                    guard let value, !value.isEmpty else { throw Invalid(description: "option \(key) needs a value") }
+                    result.dataDirectory = value
+                case "brokers":
+                    guard let value, !value.isEmpty else { throw Invalid(description: "option brokers needs a value") }
+                    result.brokers = value
+                case "max_message", "max_message_bytes":
+                    guard let value, let n = Int(value), n > 0 else {
+                        throw Invalid(description: "option \(key) needs a positive number of bytes")
+                    }
+                    result.maxMessageBytes = n
+                case "ro":
+                    throw Invalid(description: "option ro is not supported: a pipe directory is written to by design")
+                case _ where key.hasPrefix("kafka."):
+                    guard let value else { throw Invalid(description: "option \(key) needs a value") }
+                    result.kafka.append((String(key.dropFirst("kafka.".count)), value))
+                case _ where mountOnly.contains(key) || key.hasPrefix("x-") || key.hasPrefix("comment="):
+                    continue
+                case _ where fuseKnown.contains(key) && value == nil:
+                    if !result.fuse.contains(key) { result.fuse.append(key) }
+                default:
+                    throw Invalid(description: "unknown mount option '\(item)'")
+                }
+            }
+        }
+        // With other users allowed in, the kernel must check file modes: without default_permissions a
+        // FUSE file system lets every allowed user do everything.
+        if result.fuse.contains("allow_other") && !result.fuse.contains("default_permissions") {
+            result.fuse.append("default_permissions")
+        }
+        return result
+    }
+}

@@ -1,0 +1,3 @@
+import ArgumentParser
+
+DNPipes.main(MountHelperForm.rewrite(Array(CommandLine.arguments.dropFirst())))
