@@ -18,12 +18,12 @@ enum Daemon {
         try FileManager.default.createDirectory(atPath: (settings.logFile as NSString).deletingLastPathComponent,
                                                 withIntermediateDirectories: true)
         let logFD = open(settings.logFile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard logFD >= 0 else { throw ValidationError("cannot open log file \(settings.logFile): \(String(cString: strerror(errno)))") }
+        guard logFD >= 0 else { throw CommandError("cannot open log file \(settings.logFile): \(String(cString: strerror(errno)))") }
         defer { close(logFD) }
         let logStart = lseek(logFD, 0, SEEK_END)
 
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw ValidationError("pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&fds) == 0 else { throw CommandError("pipe: \(String(cString: strerror(errno)))") }
         let readyChild: Int32 = 3
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -45,7 +45,7 @@ enum Daemon {
         let rc = posix_spawn(&pid, executable, &actions, &attributes, &cArgs, environ)
         close(fds[1])
         defer { close(fds[0]) }
-        guard rc == 0 else { throw ValidationError("cannot start the daemon: \(String(cString: strerror(rc)))") }
+        guard rc == 0 else { throw CommandError("cannot start the daemon: \(String(cString: strerror(rc)))") }
 
         // Wait for the ready byte, or for the daemon to exit.
         var byte: UInt8 = 0
@@ -66,8 +66,17 @@ enum Daemon {
         throw ExitCode(1)
     }
 
+    /// The background daemon outlives the command that started it: it must not hold any descriptor that
+    /// command inherited from its own caller (a pipe, a socket), or the caller would wait for an end-of-file
+    /// until the daemon exits.
+    static func closeInheritedDescriptors(keeping keep: Int32) {
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd"))?.compactMap { Int32($0) } ?? []
+        for fd in open where fd > 2 && fd != keep { close(fd) }
+    }
+
     /// Serves the mount in this process until it is unmounted or signalled.
     static func serve(_ settings: Mount.Settings, readyFD: Int32?) throws {
+        if let readyFD { closeInheritedDescriptors(keeping: readyFD) }
         signal(SIGPIPE, SIG_IGN)
         let logger = makeLogger()
         let store: PipeStore
@@ -93,6 +102,8 @@ enum Daemon {
             throw ExitCode(1)
         }
         logger.info("mounted \(settings.mountpoint) (pid \(getpid()))")
+        PidFile.write(for: settings.mountpoint)
+        defer { PidFile.remove(for: settings.mountpoint) }
 
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT, SIGHUP] {

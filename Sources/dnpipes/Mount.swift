@@ -108,15 +108,15 @@ struct Mount: ParsableCommand {
             // A dead FUSE mount answers ENOTCONN to stat, so check for that before calling it missing.
             var st = stat()
             if stat(settings.mountpoint, &st) != 0 && errno != ENOTCONN {
-                throw ValidationError("mount point \(settings.mountpoint) does not exist")
+                throw CommandError("mount point \(settings.mountpoint) does not exist")
             }
         } else if !isDirectory.boolValue {
-            throw ValidationError("mount point \(settings.mountpoint) is not a directory")
+            throw CommandError("mount point \(settings.mountpoint) is not a directory")
         }
         if foreground {
             try Daemon.serve(settings, readyFD: readyFd)
         } else {
-            try Daemon.start(settings, arguments: Array(CommandLine.arguments.dropFirst()))
+            try Daemon.start(settings, arguments: arguments)
         }
     }
 }

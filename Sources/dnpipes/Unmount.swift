@@ -14,6 +14,16 @@ struct Unmount: ParsableCommand {
     var mountpoint: String
 
     func run() throws {
+        let mountpoint = absolute(self.mountpoint)
+        let daemon = PidFile.read(for: mountpoint)
+        try unmount(mountpoint)
+        // Return once the daemon has finished: its messages are durable and its data directory is free.
+        if let daemon, !PidFile.waitForExit(of: daemon, seconds: 30) {
+            throw CommandError("unmounted \(mountpoint), but its daemon (pid \(daemon)) is still running after 30 s")
+        }
+    }
+
+    private func unmount(_ mountpoint: String) throws {
         if umount2(mountpoint, 0) == 0 { return }
         let err = errno
         if err == EPERM && getuid() != 0 {
@@ -25,6 +35,12 @@ struct Unmount: ParsableCommand {
             if p.terminationStatus == 0 { return }
             throw ExitCode(p.terminationStatus)
         }
-        throw ValidationError("cannot unmount \(mountpoint): \(String(cString: strerror(err)))")
+        throw CommandError("cannot unmount \(mountpoint): \(String(cString: strerror(err)))")
     }
+}
+
+/// A failure to report as one line, without the usage text ArgumentParser adds to validation errors.
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -1,0 +1,57 @@
+import Foundation
+import XCTest
+
+/// The result of a shell script run by a test.
+struct ShellResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var lines: [String] { stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast(stdout.hasSuffix("\n") ? 1 : 0).map(String.init) }
+}
+
+/// Runs `bash -c script` under `timeout`, so that a hung mount fails the test instead of hanging the suite.
+@discardableResult
+func shell(_ script: String, cwd: String? = nil, env: [String: String] = [:], timeout seconds: Int = 60,
+           file: StaticString = #filePath, line: UInt = #line) -> ShellResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+    p.arguments = ["-k", "5", String(seconds), "bash", "-o", "pipefail", "-c", script]
+    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+    var environment = ProcessInfo.processInfo.environment
+    for (k, v) in env { environment[k] = v }
+    p.environment = environment
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    do { try p.run() } catch {
+        XCTFail("cannot run bash: \(error)", file: file, line: line)
+        return ShellResult(status: -1, stdout: "", stderr: "")
+    }
+    // Read both pipes concurrently so a chatty script cannot block on a full pipe.
+    var stderrData = Data()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { stderrData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    if p.terminationStatus == 124 {
+        XCTFail("script timed out after \(seconds)s: \(script.prefix(200))", file: file, line: line)
+    }
+    return ShellResult(status: p.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
+                       stderr: String(decoding: stderrData, as: UTF8.self))
+}
+
+/// The directory holding the built products (the `dnpipes` binary sits beside the test bundle).
+var productsDirectory: URL {
+    if let override = ProcessInfo.processInfo.environment["DNPIPES_BIN"] {
+        return URL(fileURLWithPath: override).deletingLastPathComponent()
+    }
+    for bundle in Bundle.allBundles where bundle.bundlePath.hasSuffix(".xctest") {
+        return bundle.bundleURL.deletingLastPathComponent()
+    }
+    return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+}
+
+var dnpipesBinary: String { productsDirectory.appendingPathComponent("dnpipes").path }
