@@ -31,7 +31,9 @@ let package = Package(
         ]),
 
         .testTarget(name: "DNPipesCoreTests", dependencies: ["DNPipesCore"]),
-        .testTarget(name: "DNPipesEmbeddedTests", dependencies: ["DNPipesEmbedded"]),
+        .testTarget(name: "DNPipesEmbeddedTests", dependencies: [
+            "DNPipesEmbedded", .product(name: "Logging", package: "swift-log"),
+        ]),
         // Drives the real binary on real FUSE mounts from a shell.
         .testTarget(name: "MountTests", dependencies: ["DNPipesCore"]),
     ],

@@ -24,12 +24,35 @@ public protocol PipeStore: AnyObject, Sendable {
 
 /// What a fetch found.
 public enum Fetched: Sendable {
-    /// Consecutive messages, the first at `first` (at or after the offset asked for).
-    case messages(first: Int64, [[UInt8]])
+    /// Messages in order with their offsets (at or after the offset asked for). Offsets may have gaps:
+    /// Kafka's control records and dnpipes's reset markers take offsets but are not messages.
+    case messages(MessageBatch)
     /// Nothing at or after the offset yet; observers are told when that changes.
     case nothing
     /// The pipe was deleted.
     case removed
+}
+
+/// Messages and their offsets, in order.
+public struct MessageBatch: Sendable {
+    public var offsets: [Int64]
+    public var messages: [[UInt8]]
+    public init(offsets: [Int64], messages: [[UInt8]]) {
+        precondition(offsets.count == messages.count)
+        self.offsets = offsets
+        self.messages = messages
+    }
+    /// A batch of consecutive offsets starting at `first`.
+    public init(first: Int64, messages: [[UInt8]]) {
+        self.init(offsets: Array(first..<(first + Int64(messages.count))), messages: messages)
+    }
+    public var isEmpty: Bool { messages.isEmpty }
+    /// Keeps only messages below `limit`.
+    public mutating func truncate(below limit: Int64) {
+        let keep = offsets.firstIndex(where: { $0 >= limit }) ?? offsets.count
+        offsets.removeLast(offsets.count - keep)
+        messages.removeLast(messages.count - keep)
+    }
 }
 
 /// One pipe as seen by its open handles.

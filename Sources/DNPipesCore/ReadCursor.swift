@@ -14,9 +14,9 @@ public struct ReadCursor: Sendable {
     public var hasCarry: Bool { carryStart < carry.count }
 
     /// Fills up to `capacity` bytes: first the carried rest of a message, then messages from `fetch`, which is
-    /// asked for messages starting at the cursor's offset and returns them with the offset of the first (which
-    /// may be past the one asked for, after a reset). Returns an empty array when nothing is available.
-    public mutating func fill(capacity: Int, fetch: (_ from: Int64, _ maxBytes: Int) throws -> (first: Int64, messages: [[UInt8]])?) rethrows -> [UInt8] {
+    /// asked for messages starting at the cursor's offset and returns them with their offsets (which may start
+    /// past the one asked for, after a reset). Returns an empty array when nothing is available.
+    public mutating func fill(capacity: Int, fetch: (_ from: Int64, _ maxBytes: Int) throws -> MessageBatch?) rethrows -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(Swift.min(capacity, 1 << 16))
         if hasCarry {
@@ -27,9 +27,9 @@ public struct ReadCursor: Sendable {
             if out.count == capacity { return out }
         }
         guard let batch = try fetch(offset, capacity - out.count), !batch.messages.isEmpty else { return out }
-        var next = batch.first
-        for message in batch.messages {
-            next += 1
+        var next = offset
+        for (index, message) in batch.messages.enumerated() {
+            next = batch.offsets[index] + 1
             let room = capacity - out.count
             if message.count + 1 <= room {
                 out.append(contentsOf: message)

@@ -11,6 +11,9 @@ import DNPipesCore
 final class EmbeddedLog: PipeLog, @unchecked Sendable {
     let name: PipeName
     let directory: String
+    /// The pipe's directory, held open: work finished outside the lock (a reset's last steps) goes to this
+    /// directory even if the pipe was deleted meanwhile and its name reused.
+    private let directoryFD: Int32
     private let config: EmbeddedStore.Configuration
     private let syncQueue: DispatchQueue
     private let observers = Observers()
@@ -36,10 +39,13 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         self.config = config
         self.syncQueue = syncQueue
         self.segments = segments
+        self.directoryFD = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         let last = segments.last!
         self.end = last.base + last.count
         self.start = min(start, end)
     }
+
+    deinit { if directoryFD >= 0 { close(directoryFD) } }
 
     static let startFile = "start"
 
@@ -125,7 +131,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 if positionHints.count > 4096 { positionHints.removeAll(keepingCapacity: true) }
                 positionHints[result.next] = (segment.base, result.position)
                 lock.unlock()
-                return .messages(first: from, result.messages)
+                return .messages(MessageBatch(first: from, messages: result.messages))
             }
             // The offset lies past this segment's records (a segment cut short by corruption): go on with the
             // next segment, or report nothing if this is the newest.
@@ -166,7 +172,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 // Durable order: the new start offset (and the new segment's directory entry) first, then the
                 // old files go. A crash in between leaves files that the next open deletes.
                 try writeStartFile(newStart)
-                for s in old { unlink(s.path) }
+                for s in old { unlinkat(directoryFD, Segment.fileName(base: s.base), 0) }
                 observers.notify()
                 completion(nil)
             } catch {
@@ -248,15 +254,15 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     }
 
     private func writeStartFile(_ value: Int64) throws {
-        let tmp = directory + "/" + EmbeddedLog.startFile + ".tmp"
-        let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw SystemError.last("create \(tmp)") }
+        let tmp = EmbeddedLog.startFile + ".tmp"
+        let fd = openat(directoryFD, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw SystemError.last("create \(directory)/\(tmp)") }
         let text = Array("\(value)\n".utf8)
         let ok = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == text.count && fsync(fd) == 0
         close(fd)
-        if !ok { throw SystemError.last("write \(tmp)") }
-        if rename(tmp, directory + "/" + EmbeddedLog.startFile) != 0 { throw SystemError.last("rename \(tmp)") }
-        try EmbeddedLog.fsyncDirectory(directory)
+        if !ok { throw SystemError.last("write \(directory)/\(tmp)") }
+        if renameat(directoryFD, tmp, directoryFD, EmbeddedLog.startFile) != 0 { throw SystemError.last("rename \(directory)/\(tmp)") }
+        if fsync(directoryFD) != 0 { throw SystemError.last("fsync \(directory)") }
     }
 
     static func fsyncDirectory(_ path: String) throws {

@@ -106,6 +106,9 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         guard names.contains(name) else { lock.unlock(); throw PipeError.noSuchPipe(name) }
         trashCounter += 1
         let target = "\(trashDirectory)/\(name).\(getpid()).\(trashCounter)"
+        // The open log stops writing first, so nothing it does can land in a pipe re-created under the name.
+        let log = logs.removeValue(forKey: name)
+        log?.markRemoved()
         if rename(path(of: name), target) != 0 {
             let error = SystemError.last("move \(path(of: name)) to the trash")
             lock.unlock()
@@ -113,9 +116,7 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         }
         try? EmbeddedLog.fsyncDirectory(pipesDirectory)
         names.remove(name)
-        let log = logs.removeValue(forKey: name)
         lock.unlock()
-        log?.markRemoved()
         logger.info("deleted pipe \(name)")
         syncQueue.async { try? FileManager.default.removeItem(atPath: target) }
     }

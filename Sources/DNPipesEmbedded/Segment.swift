@@ -121,7 +121,7 @@ final class Segment: @unchecked Sendable {
     func read(from offset: Int64, scanFrom start: (offset: Int64, position: Int64), limit: Int64,
               maxBytes: Int, maxPayload: Int) throws -> (messages: [[UInt8]], next: Int64, position: Int64) {
         var scanner = RecordScanner(fd: fd, limit: limit, maxPayload: maxPayload, position: start.position,
-                                    chunk: max(64 << 10, min(maxBytes + 4096, 1 << 20)))
+                                    chunk: max(64 << 10, min(maxBytes, 1 << 20) + 4096))
         var at = start.offset
         var messages: [[UInt8]] = []
         var bytes = 0

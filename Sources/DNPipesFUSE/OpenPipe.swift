@@ -59,13 +59,9 @@ final class OpenPipe: @unchecked Sendable {
         let bytes = try cursor.fill(capacity: size) { from, maxBytes in
             if let limit, from >= limit { return nil }
             switch try log.fetch(from: from, maxBytes: maxBytes) {
-            case .messages(let first, var messages):
-                if let limit {
-                    if first >= limit { return nil }
-                    let keep = Int(min(Int64(messages.count), limit - first))
-                    if keep < messages.count { messages.removeLast(messages.count - keep) }
-                }
-                return (first, messages)
+            case .messages(var batch):
+                if let limit { batch.truncate(below: limit) }
+                return batch.isEmpty ? nil : batch
             case .nothing: return nil
             case .removed: removed = true; return nil
             }
