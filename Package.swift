@@ -14,18 +14,22 @@ let package = Package(
     targets: [
         // C interop: thin system-library targets, one per C library.
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // librdkafka >= 2.3 (scripts/setup builds it into /usr/local where the system's is older).
+        .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka"),
 
         // Pipe semantics: names, framing, cursors, the storage protocol. Knows neither FUSE nor Kafka.
         .target(name: "DNPipesCore"),
         // The embedded durable store: one append-only, checksummed log per pipe.
         .target(name: "DNPipesEmbedded", dependencies: ["DNPipesCore", .product(name: "Logging", package: "swift-log")]),
+        // The Kafka backend: pipes are single-partition topics; readers of a pipe share one fetched stream.
+        .target(name: "DNPipesKafka", dependencies: ["CRdKafka", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
         // The kernel interface: serves a PipeStore as a FUSE filesystem.
         .target(name: "DNPipesFUSE", dependencies: [
             "CFuse", "DNPipesCore", .product(name: "Logging", package: "swift-log"),
         ]),
         // The command line.
         .executableTarget(name: "dnpipes", dependencies: [
-            "DNPipesCore", "DNPipesEmbedded", "DNPipesFUSE",
+            "DNPipesCore", "DNPipesEmbedded", "DNPipesKafka", "DNPipesFUSE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

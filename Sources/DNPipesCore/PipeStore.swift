@@ -67,6 +67,10 @@ public protocol PipeLog: AnyObject, Sendable {
     /// and tells observers when data arrives).
     func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched
 
+    /// Brings `bounds()` up to date with pushes and resets made elsewhere (other hosts) before a reader
+    /// starts; may wait briefly on the network, so it is never called on a FUSE thread.
+    func synchronize()
+
     /// A producer for one writer (one open file handle): its flush covers exactly its own messages.
     func makeWriter() throws -> PipeWriter
 
@@ -77,6 +81,11 @@ public protocol PipeLog: AnyObject, Sendable {
     /// it is removed. Returns a token for `removeObserver`.
     func addObserver(_ callback: @escaping @Sendable () -> Void) -> Int
     func removeObserver(_ token: Int)
+}
+
+extension PipeLog {
+    /// A store that is the only writer of its pipes is always up to date.
+    public func synchronize() {}
 }
 
 /// Pushes messages for one writer.

@@ -267,6 +267,7 @@ public final class PipeFileSystem: @unchecked Sendable {
                     if !created && create == .exclusive { return request.reply(error: EEXIST) }
                 }
                 guard let log = try store.open(name) else { return request.reply(error: ENOENT) }
+                if flags & O_ACCMODE != O_WRONLY { log.synchronize() }
                 lock.lock()
                 nextHandle += 1
                 let fh = nextHandle

@@ -81,11 +81,8 @@ enum Daemon {
         let logger = makeLogger()
         let store: PipeStore
         do {
-            if settings.brokers != nil {
-                throw ValidationError("the Kafka backend is not part of this build yet")
-            }
-            store = try EmbeddedStore(directory: settings.dataDirectory,
-                                      configuration: .init(maxMessageBytes: settings.maxMessageBytes), logger: logger)
+            store = try makeStore(kafka: settings.kafka, dataDirectory: settings.dataDirectory,
+                                  maxMessageBytes: settings.maxMessageBytes, logger: logger)
         } catch {
             logger.critical("cannot open the store: \(error)")
             throw ExitCode(1)

@@ -23,6 +23,9 @@ struct Mount: ParsableCommand {
           data_dir=DIR            same as --data-dir
           brokers=HOST:PORT,...   same as --brokers
           max_message=BYTES       same as --max-message-bytes
+          topic_prefix=PREFIX     same as --topic-prefix
+          kafka_config=FILE       same as --kafka-config
+          kafka.NAME=VALUE        any librdkafka setting (overrides the config file)
           allow_other             let other users use the mount (file modes are then enforced)
           default_permissions     let the kernel check file modes
         mount(8) options such as rw, defaults, noauto, nofail and _netdev are accepted and ignored.
@@ -39,6 +42,13 @@ struct Mount: ParsableCommand {
 
     @Option(help: ArgumentHelp("Kafka bootstrap brokers; pipes are then Kafka topics.", valueName: "host:port,..."))
     var brokers: String?
+
+    @Option(help: ArgumentHelp("Prefix of the Kafka topics of this mount's pipes (not shown in the directory).", valueName: "prefix"))
+    var topicPrefix: String?
+
+    @Option(help: ArgumentHelp("librdkafka properties file (name=value lines), e.g. for TLS and SASL.",
+                               discussion: "Refused when it holds a secret and other users can read it.", valueName: "file"))
+    var kafkaConfig: String?
 
     @Option(name: .customShort("o"), help: ArgumentHelp("Mount options (see below).", valueName: "option,..."))
     var options: [String] = []
@@ -68,6 +78,7 @@ struct Mount: ParsableCommand {
         var maxMessageBytes: Int
         var fuseOptions: [String]
         var logFile: String
+        var kafka: KafkaSettings?
     }
 
     func settings() throws -> Settings {
@@ -91,7 +102,11 @@ struct Mount: ParsableCommand {
             brokers: brokers,
             maxMessageBytes: maxMessageBytes ?? parsed.maxMessageBytes ?? (1 << 20),
             fuseOptions: ["fsname=dnpipes:" + (brokers.map { "kafka://" + $0 } ?? data), "subtype=dnpipes"] + parsed.fuse,
-            logFile: absolute(logFile ?? data + "/dnpipes.log"))
+            logFile: absolute(logFile ?? data + "/dnpipes.log"),
+            kafka: brokers.map {
+                KafkaSettings(brokers: $0, topicPrefix: topicPrefix ?? parsed.topicPrefix ?? "",
+                              configFile: (kafkaConfig ?? parsed.kafkaConfigFile).map(absolute), properties: parsed.kafka)
+            })
     }
 
     static func defaultDataDirectory() -> String {

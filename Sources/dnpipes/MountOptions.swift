@@ -4,11 +4,14 @@ struct MountOptions: Equatable {
     var dataDirectory: String?
     var brokers: String?
     var maxMessageBytes: Int?
+    var topicPrefix: String?
+    var kafkaConfigFile: String?
     var fuse: [String] = []
     var kafka: [(String, String)] = []
 
     static func == (a: MountOptions, b: MountOptions) -> Bool {
         a.dataDirectory == b.dataDirectory && a.brokers == b.brokers && a.maxMessageBytes == b.maxMessageBytes
+            && a.topicPrefix == b.topicPrefix && a.kafkaConfigFile == b.kafkaConfigFile
             && a.fuse == b.fuse && a.kafka.map { "\($0)=\($1)" } == b.kafka.map { "\($0)=\($1)" }
     }
 
@@ -46,6 +49,11 @@ struct MountOptions: Equatable {
                         throw Invalid(description: "option \(key) needs a positive number of bytes")
                     }
                     result.maxMessageBytes = n
+                case "topic_prefix":
+                    result.topicPrefix = value ?? ""
+                case "kafka_config":
+                    guard let value, !value.isEmpty else { throw Invalid(description: "option kafka_config needs a file") }
+                    result.kafkaConfigFile = value
                 case "ro":
                     throw Invalid(description: "option ro is not supported: a pipe directory is written to by design")
                 case _ where key.hasPrefix("kafka."):

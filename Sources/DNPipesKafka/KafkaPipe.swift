@@ -1,0 +1,280 @@
+import CRdKafka
+import Foundation
+import DNPipesCore
+
+/// One pipe on Kafka: partition 0 of its topic, read through one stream that every open handle of the
+/// mount shares.
+///
+/// The stream keeps a window of recent messages (at most `windowBytes` plus one fetch). Readers inside the
+/// window read from memory; a reader at its front waits for the consumer; a reader behind it asks for a
+/// rewind, and the stream refetches from there. So memory does not grow with the number of readers or how far
+/// behind one is, and the mount keeps one consumer connection however many readers there are.
+final class KafkaPipe: PipeLog, @unchecked Sendable {
+    let name: PipeName
+    let topic: String
+    private unowned let store: KafkaStore
+    private let observers = Observers()
+    private let windowBytes: Int
+
+    private let lock = NSLock()
+    private var offsets: [Int64] = []
+    private var payloads: [[UInt8]] = []
+    private var head = 0
+    private var bytes = 0
+    /// The window holds every message in `[windowStart, position)`.
+    private var windowStart: Int64 = 0
+    /// The offset the consumer delivers next.
+    private var position: Int64 = 0
+    /// Readers below this offset continue from it: one past the last reset marker seen or written.
+    private var resetFloor: Int64 = 0
+    private var lowWatermark: Int64 = 0
+    private var highWatermark: Int64 = 0
+    /// Set once the stream has reached the end of the partition: before that, the oldest offset (which
+    /// depends on reset markers still unread) and the end are not known.
+    private(set) var caughtUp = false
+    private var removed = false
+    private var paused = false
+    private var rewindTo: Int64?
+    private var caughtUpWaiters: [DispatchSemaphore] = []
+
+    init(name: PipeName, topic: String, store: KafkaStore, windowBytes: Int) {
+        self.name = name
+        self.topic = topic
+        self.store = store
+        self.windowBytes = windowBytes
+    }
+
+    // MARK: PipeLog
+
+    func bounds() -> (oldest: Int64, end: Int64) {
+        lock.lock(); defer { lock.unlock() }
+        let end = max(highWatermark, position)
+        return (min(max(resetFloor, lowWatermark), end), end)
+    }
+
+    var isRemoved: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return removed
+    }
+
+    func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
+        lock.lock()
+        defer { lock.unlock() }
+        if removed { return .removed }
+        if !caughtUp { return .nothing }
+        let x = max(offset, resetFloor, lowWatermark)
+        if x >= position {
+            // At the front: room for more? Drop what this reader has passed, keeping some history for
+            // readers just behind it.
+            if paused && bytes > windowBytes / 2 { evict(below: x, keepBytes: windowBytes / 4) }
+            return .nothing
+        }
+        if x < windowStart {
+            if rewindTo == nil || rewindTo! > x {
+                rewindTo = x
+                store.wakeConsumer()
+            }
+            return .nothing
+        }
+        // Inside the window: binary search for the first message at or after x.
+        var lo = head, hi = offsets.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if offsets[mid] < x { lo = mid + 1 } else { hi = mid }
+        }
+        var outOffsets: [Int64] = []
+        var outMessages: [[UInt8]] = []
+        var total = 0
+        var i = lo
+        while i < offsets.count && (outMessages.isEmpty || total < maxBytes) {
+            outOffsets.append(offsets[i])
+            outMessages.append(payloads[i])
+            total += payloads[i].count + 1
+            i += 1
+        }
+        if i == offsets.count && paused && bytes > windowBytes / 2 {
+            evict(below: offsets[i - 1], keepBytes: windowBytes / 4)
+        }
+        return outMessages.isEmpty ? .nothing : .messages(MessageBatch(offsets: outOffsets, messages: outMessages))
+    }
+
+    /// The consumer's cached high watermark is refreshed by every fetch response (at least every
+    /// fetch.wait.max.ms while the partition is idle): wait for one newer than this call, then until the stream
+    /// has delivered up to it, so that what another host pushed or reset before the open is seen.
+    func synchronize() {
+        Thread.sleep(forTimeInterval: store.freshFetchInterval)
+        guard let high = store.cachedHighWatermark(of: topic) else { return }
+        lock.lock()
+        if high > highWatermark { highWatermark = high }
+        lock.unlock()
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            lock.lock()
+            let done = position >= high || removed || paused
+            lock.unlock()
+            if done { return }
+            usleep(5_000)
+        }
+    }
+
+    func makeWriter() throws -> PipeWriter {
+        if isRemoved { throw PipeError.removed(name) }
+        return KafkaWriter(pipe: self, store: store)
+    }
+
+    /// Writes a reset marker (an empty message with the `dnpipes-reset` header) and, once the broker has it,
+    /// moves the oldest offset past it. Every dnpipes reader on every host skips what lies before the marker
+    /// as soon as its stream reaches the marker; DeleteRecords, where the broker has it, frees the storage.
+    func reset(completion: @escaping @Sendable (Error?) -> Void) {
+        store.produceMarker(for: self) { [self] result in
+            switch result {
+            case .failure(let error):
+                completion(error)
+            case .success(let markerOffset):
+                noteMarker(at: markerOffset)
+                store.deleteRecords(of: self, below: markerOffset + 1)
+                completion(nil)
+            }
+        }
+    }
+
+    func addObserver(_ callback: @escaping @Sendable () -> Void) -> Int { observers.add(callback) }
+    func removeObserver(_ token: Int) { observers.remove(token) }
+
+    // MARK: Fed by the consumer thread
+
+    /// A batch of consumed records for this partition. Returns whether the window is over its budget (the
+    /// consumer then pauses the partition).
+    func deliver(_ records: [(offset: Int64, payload: [UInt8], isMarker: Bool)]) -> Bool {
+        lock.lock()
+        var changed = false
+        for r in records where r.offset >= position {
+            position = r.offset + 1
+            if r.isMarker {
+                applyMarker(at: r.offset)
+            } else if r.offset >= resetFloor {
+                offsets.append(r.offset)
+                payloads.append(r.payload)
+                bytes += r.payload.count
+            }
+            changed = true
+        }
+        highWatermark = max(highWatermark, position)
+        let full = bytes > windowBytes
+        if full { paused = true }
+        lock.unlock()
+        if changed { observers.notify() }
+        return full
+    }
+
+    /// The consumer reached the end of the partition.
+    func reachedEnd(at offset: Int64, low: Int64) {
+        lock.lock()
+        highWatermark = max(highWatermark, offset)
+        // Everything below the end has been delivered (offsets without a message are control records).
+        if offset > position && rewindTo == nil { position = offset }
+        lowWatermark = max(lowWatermark, low)
+        let first = !caughtUp
+        caughtUp = true
+        let waiters = caughtUpWaiters
+        caughtUpWaiters = []
+        lock.unlock()
+        waiters.forEach { $0.signal() }
+        if first { observers.notify() }
+    }
+
+    /// Our own producer's acknowledgement: the end moves at once, before the consumer fetches the message.
+    func acknowledged(offset: Int64) {
+        lock.lock()
+        highWatermark = max(highWatermark, offset + 1)
+        lock.unlock()
+    }
+
+    func noteMarker(at offset: Int64) {
+        lock.lock()
+        applyMarker(at: offset)
+        highWatermark = max(highWatermark, offset + 1)
+        lock.unlock()
+        observers.notify()
+    }
+
+    /// Called with the lock held.
+    private func applyMarker(at offset: Int64) {
+        guard offset + 1 > resetFloor else { return }
+        resetFloor = offset + 1
+        evict(below: resetFloor, keepBytes: 0)
+    }
+
+    /// Drops messages below `limit`, except the newest `keepBytes` of them. Called with the lock held.
+    private func evict(below limit: Int64, keepBytes: Int) {
+        var end = head
+        while end < offsets.count && offsets[end] < limit { end += 1 }
+        var kept = 0
+        var cut = end
+        while cut > head && kept + payloads[cut - 1].count <= keepBytes { cut -= 1; kept += payloads[cut].count }
+        guard cut > head else { return }
+        for i in head..<cut { bytes -= payloads[i].count; payloads[i] = [] }
+        head = cut
+        windowStart = head < offsets.count ? offsets[head] : position
+        if head > 4096 && head * 2 > offsets.count {
+            offsets.removeFirst(head)
+            payloads.removeFirst(head)
+            head = 0
+        }
+        if paused && bytes <= windowBytes / 2 {
+            paused = false
+            store.wakeConsumer()
+        }
+    }
+
+    /// The consumer asks what to do for this partition before its next poll.
+    func takeRequests() -> (rewind: Int64?, resume: Bool) {
+        lock.lock(); defer { lock.unlock() }
+        let r = rewindTo
+        rewindTo = nil
+        return (r, !paused)
+    }
+
+    /// The consumer has moved the partition's fetch position to `offset`: the window starts anew there.
+    func rewound(to offset: Int64) {
+        lock.lock()
+        offsets = []
+        payloads = []
+        head = 0
+        bytes = 0
+        windowStart = offset
+        position = offset
+        paused = false
+        lock.unlock()
+        observers.notify()
+    }
+
+    /// Starts the window at the partition's beginning, on first assignment.
+    func assigned(at offset: Int64) {
+        lock.lock()
+        windowStart = offset
+        position = offset
+        lock.unlock()
+    }
+
+    func markRemoved() {
+        lock.lock()
+        removed = true
+        offsets = []; payloads = []; head = 0; bytes = 0
+        let waiters = caughtUpWaiters
+        caughtUpWaiters = []
+        lock.unlock()
+        waiters.forEach { $0.signal() }
+        observers.notify()
+    }
+
+    /// Waits until the stream has reached the end of the partition once (not on a FUSE thread).
+    func waitUntilCaughtUp(timeout: Double) -> Bool {
+        lock.lock()
+        if caughtUp || removed { lock.unlock(); return true }
+        let s = DispatchSemaphore(value: 0)
+        caughtUpWaiters.append(s)
+        lock.unlock()
+        return s.wait(timeout: .now() + timeout) == .success
+    }
+}

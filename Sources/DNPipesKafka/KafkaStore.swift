@@ -1,0 +1,466 @@
+import CRdKafka
+import Foundation
+import Logging
+import DNPipesCore
+
+/// Pipes as Kafka topics. One mount holds three librdkafka clients whatever the number of pipes and readers:
+/// a producer (idempotent, acks=all) for pushes, a consumer that fetches every open pipe's partition into its
+/// shared stream, and an admin client for topic management, metadata and DeleteRecords.
+public final class KafkaStore: PipeStore, @unchecked Sendable {
+    public let configuration: KafkaConfiguration
+    let logger: Logger
+    let deliveries = DeliveryTable()
+    static let markerHeader = "dnpipes-reset"
+
+    private let producer: OpaquePointer
+    private let consumer: OpaquePointer
+    private let admin: OpaquePointer
+    private let consumerQueue: OpaquePointer
+
+    private let lock = NSLock()
+    private var names: Set<PipeName> = []
+    private var createdAt: [PipeName: Date] = [:]
+    private var pipes: [PipeName: KafkaPipe] = [:]
+    private var toAssign: [KafkaPipe] = []
+    private var toUnassign: [String] = []
+    private var pausedTopics: Set<String> = []
+    private var running = true
+    private var deleteRecordsWorks: Bool?
+    private var warnedMultiPartition: Set<String> = []
+    private var threads: [Thread] = []
+    private let stopped = DispatchGroup()
+    private let adminQueue = DispatchQueue(label: "dnpipes.kafka.admin")
+
+    public init(configuration: KafkaConfiguration, logger: Logger) throws {
+        try KafkaHandle.checkVersion()
+        self.configuration = configuration
+        self.logger = logger
+        let table = Unmanaged.passUnretained(deliveries).toOpaque()
+        let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
+        producer = try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [
+            ("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2"),
+            ("message.timeout.ms", "30000"), ("message.max.bytes", messageMax),
+            ("client.id", "dnpipes-producer"),
+        ], configuration: configuration) { conf in
+            rd_kafka_conf_set_opaque(conf, table)
+            rd_kafka_conf_set_dr_msg_cb(conf, deliveryReport)
+        }
+        consumer = try KafkaHandle.make(RD_KAFKA_CONSUMER, defaults: [
+            // Partitions are assigned directly, never through a group: the id only satisfies librdkafka.
+            ("group.id", "dnpipes-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"),
+            ("enable.auto.commit", "false"), ("enable.partition.eof", "true"), ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "100"), ("queued.max.messages.kbytes", "4096"),
+            ("fetch.message.max.bytes", messageMax), ("client.id", "dnpipes-consumer"),
+            ("allow.auto.create.topics", "false"),
+        ], configuration: configuration)
+        admin = try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [("client.id", "dnpipes-admin")],
+                                     configuration: configuration)
+        rd_kafka_poll_set_consumer(consumer)
+        consumerQueue = rd_kafka_queue_get_consumer(consumer)
+
+        logger.info("connecting to Kafka: \(configuration.loggable)")
+        if let error = refreshMetadata(timeout: configuration.connectTimeout) {
+            shutdownClients()
+            throw PipeError.unavailable("cannot reach the Kafka brokers \(configuration.brokers) within \(Int(configuration.connectTimeout)) s: \(error)")
+        }
+        start("dnpipes-kafka-producer") { [unowned self] in
+            while isRunning { rd_kafka_poll(producer, 200) }
+        }
+        start("dnpipes-kafka-consumer") { [unowned self] in consumeLoop() }
+        start("dnpipes-kafka-metadata") { [unowned self] in
+            while isRunning {
+                for _ in 0..<20 where isRunning { usleep(100_000) }
+                if isRunning, let error = refreshMetadata(timeout: 5) {
+                    logger.warning("Kafka metadata refresh failed (\(configuration.brokers)): \(error)")
+                }
+            }
+        }
+    }
+
+    private var isRunning: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return running
+    }
+
+    private func start(_ name: String, _ body: @escaping () -> Void) {
+        stopped.enter()
+        let t = Thread { [stopped] in body(); stopped.leave() }
+        t.name = name
+        t.start()
+        threads.append(t)
+    }
+
+    // MARK: Names
+
+    private func topic(for name: PipeName) -> String { configuration.topicPrefix + name.value }
+
+    private func pipeName(forTopic topic: String) -> PipeName? {
+        guard topic.hasPrefix(configuration.topicPrefix) else { return nil }
+        let rest = String(topic.dropFirst(configuration.topicPrefix.count))
+        // Kafka's internal topics (__consumer_offsets, _schemas, ...) are not pipes.
+        if rest.hasPrefix("_") { return nil }
+        return try? PipeName(validating: rest)
+    }
+
+    /// Reads the cluster's topics; returns an error text, or nil on success.
+    private func refreshMetadata(timeout: Double) -> String? {
+        var md: UnsafePointer<rd_kafka_metadata>?
+        let err = rd_kafka_metadata(admin, 1, nil, &md, Int32(timeout * 1000))
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return KafkaHandle.describe(err) }
+        defer { rd_kafka_metadata_destroy(md) }
+        var seen: Set<PipeName> = []
+        for i in 0..<Int(md.pointee.topic_cnt) {
+            let t = md.pointee.topics[i]
+            guard t.err == RD_KAFKA_RESP_ERR_NO_ERROR, let name = pipeName(forTopic: String(cString: t.topic)) else { continue }
+            seen.insert(name)
+            if t.partition_cnt > 1 {
+                lock.lock()
+                let first = warnedMultiPartition.insert(name.value).inserted
+                lock.unlock()
+                if first { logger.warning("topic \(String(cString: t.topic)) has \(t.partition_cnt) partitions; dnpipes reads and writes partition 0 only") }
+            }
+        }
+        lock.lock()
+        let now = Date()
+        // A pipe created here moments ago may not be in every broker's metadata yet.
+        for (name, at) in createdAt where now.timeIntervalSince(at) < 10 { seen.insert(name) }
+        createdAt = createdAt.filter { now.timeIntervalSince($0.value) < 10 }
+        let gone = pipes.filter { !seen.contains($0.key) }.map(\.value)
+        names = seen
+        for p in gone { pipes[p.name] = nil; toUnassign.append(p.topic) }
+        lock.unlock()
+        for p in gone {
+            logger.info("pipe \(p.name) was deleted on the cluster")
+            p.markRemoved()
+        }
+        if !gone.isEmpty { wakeConsumer() }
+        return nil
+    }
+
+    // MARK: PipeStore
+
+    public func list() throws -> [PipeName] {
+        lock.lock(); defer { lock.unlock() }
+        return names.sorted()
+    }
+
+    public func contains(_ name: PipeName) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return names.contains(name)
+    }
+
+    @discardableResult
+    public func create(_ name: PipeName) throws -> Bool {
+        if contains(name) { return false }
+        var err = try createTopic(topic(for: name), replication: -1)
+        if err == RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR || err == RD_KAFKA_RESP_ERR_INVALID_REQUEST
+            || err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION {
+            // Brokers before KIP-464 need an explicit replication factor.
+            err = try createTopic(topic(for: name), replication: 1)
+        }
+        let created: Bool
+        switch err {
+        case RD_KAFKA_RESP_ERR_NO_ERROR: created = true
+        case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS: created = false
+        default: throw PipeError.unavailable("creating topic \(topic(for: name)) failed: \(KafkaHandle.describe(err))")
+        }
+        lock.lock()
+        names.insert(name)
+        createdAt[name] = Date()
+        lock.unlock()
+        if created { logger.info("created pipe \(name) (topic \(topic(for: name)))") }
+        return created
+    }
+
+    private func createTopic(_ topic: String, replication: Int32) throws -> rd_kafka_resp_err_t {
+        var errstr = [CChar](repeating: 0, count: 512)
+        guard let newTopic = rd_kafka_NewTopic_new(topic, 1, replication, &errstr, errstr.count) else {
+            throw PipeError.io("topic \(topic): \(String(cString: errstr))")
+        }
+        defer { rd_kafka_NewTopic_destroy(newTopic) }
+        var topics: [OpaquePointer?] = [newTopic]
+        return try adminRequest(what: "create topic \(topic)") { options, queue in
+            rd_kafka_CreateTopics(admin, &topics, 1, options, queue)
+        } result: { event in
+            let result = rd_kafka_event_CreateTopics_result(event)
+            var count = 0
+            guard let list = rd_kafka_CreateTopics_result_topics(result, &count), count > 0 else { return RD_KAFKA_RESP_ERR_UNKNOWN }
+            return rd_kafka_topic_result_error(list[0])
+        }
+    }
+
+    public func remove(_ name: PipeName) throws {
+        guard contains(name) else { throw PipeError.noSuchPipe(name) }
+        let topicName = topic(for: name)
+        guard let deleteTopic = rd_kafka_DeleteTopic_new(topicName) else { throw PipeError.io("topic \(topicName)") }
+        defer { rd_kafka_DeleteTopic_destroy(deleteTopic) }
+        var topics: [OpaquePointer?] = [deleteTopic]
+        let err = try adminRequest(what: "delete topic \(topicName)") { options, queue in
+            rd_kafka_DeleteTopics(admin, &topics, 1, options, queue)
+        } result: { event in
+            let result = rd_kafka_event_DeleteTopics_result(event)
+            var count = 0
+            guard let list = rd_kafka_DeleteTopics_result_topics(result, &count), count > 0 else { return RD_KAFKA_RESP_ERR_UNKNOWN }
+            return rd_kafka_topic_result_error(list[0])
+        }
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART {
+            throw PipeError.unavailable("deleting topic \(topicName) failed: \(KafkaHandle.describe(err))")
+        }
+        lock.lock()
+        names.remove(name)
+        createdAt[name] = nil
+        let pipe = pipes.removeValue(forKey: name)
+        if pipe != nil { toUnassign.append(topicName) }
+        lock.unlock()
+        pipe?.markRemoved()
+        wakeConsumer()
+        logger.info("deleted pipe \(name)")
+    }
+
+    public func open(_ name: PipeName) throws -> PipeLog? {
+        guard contains(name) else { return nil }
+        lock.lock()
+        let pipe: KafkaPipe
+        if let existing = pipes[name] {
+            pipe = existing
+        } else {
+            pipe = KafkaPipe(name: name, topic: topic(for: name), store: self, windowBytes: configuration.windowBytes)
+            pipes[name] = pipe
+            toAssign.append(pipe)
+        }
+        lock.unlock()
+        wakeConsumer()
+        // Until the stream has read the partition to its end once, the oldest offset (after resets) and the
+        // end are unknown; opening waits for that (on a work queue, never a FUSE thread).
+        guard pipe.waitUntilCaughtUp(timeout: max(configuration.connectTimeout, 30)) else {
+            throw PipeError.unavailable("pipe \(name): no answer from the Kafka brokers \(configuration.brokers)")
+        }
+        return pipe
+    }
+
+    public func shutdown() {
+        rd_kafka_flush(producer, 10_000)
+        lock.lock()
+        let wasRunning = running
+        running = false
+        lock.unlock()
+        guard wasRunning else { return }
+        wakeConsumer()
+        stopped.wait()
+        shutdownClients()
+    }
+
+    private func shutdownClients() {
+        rd_kafka_queue_destroy(consumerQueue)
+        rd_kafka_consumer_close(consumer)
+        rd_kafka_destroy(consumer)
+        rd_kafka_destroy(producer)
+        rd_kafka_destroy(admin)
+    }
+
+    // MARK: Producing
+
+    func produce(topic: String, payload: [UInt8], token: Int, marker: Bool) -> rd_kafka_resp_err_t {
+        let opaque = UnsafeMutableRawPointer(bitPattern: token)
+        let deadline = Date().addingTimeInterval(30)
+        while true {
+            let err = payload.withUnsafeBytes { raw in
+                dnp_produce(producer, topic, 0, raw.baseAddress, raw.count, opaque, marker ? KafkaStore.markerHeader : nil)
+            }
+            // A full local queue (about a gigabyte by default) pushes back on the writer briefly.
+            guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL, Date() < deadline else { return err }
+            usleep(1000)
+        }
+    }
+
+    func produceMarker(for pipe: KafkaPipe, completion: @escaping (Result<Int64, Error>) -> Void) {
+        let token = deliveries.registerOneOff(OneDelivery { [logger] err, offset in
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+                completion(.success(offset))
+            } else {
+                logger.error("pipe \(pipe.name): reset marker not acknowledged: \(KafkaHandle.describe(err))")
+                completion(.failure(PipeError.unavailable(KafkaHandle.describe(err))))
+            }
+        })
+        let err = produce(topic: pipe.topic, payload: [], token: token, marker: true)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            _ = deliveries.target(token)
+            completion(.failure(PipeError.unavailable("pipe \(pipe.name): reset refused: \(KafkaHandle.describe(err))")))
+        }
+    }
+
+    /// Frees the broker's storage below a reset marker, where the broker supports DeleteRecords.
+    func deleteRecords(of pipe: KafkaPipe, below offset: Int64) {
+        lock.lock()
+        let skip = configuration.deleteRecords == .off || (configuration.deleteRecords == .auto && deleteRecordsWorks == false)
+        lock.unlock()
+        if skip { return }
+        adminQueue.async { [self] in
+            guard let list = rd_kafka_topic_partition_list_new(1) else { return }
+            defer { rd_kafka_topic_partition_list_destroy(list) }
+            rd_kafka_topic_partition_list_add(list, pipe.topic, 0).pointee.offset = offset
+            guard let request = rd_kafka_DeleteRecords_new(list) else { return }
+            defer { rd_kafka_DeleteRecords_destroy(request) }
+            var requests: [OpaquePointer?] = [request]
+            let err = (try? adminRequest(what: "delete records of \(pipe.topic)", timeout: 10) { options, queue in
+                rd_kafka_DeleteRecords(admin, &requests, 1, options, queue)
+            } result: { event in
+                let result = rd_kafka_event_DeleteRecords_result(event)
+                guard let offsets = rd_kafka_DeleteRecords_result_offsets(result), offsets.pointee.cnt > 0 else {
+                    return RD_KAFKA_RESP_ERR_UNKNOWN
+                }
+                return offsets.pointee.elems[0].err
+            }) ?? RD_KAFKA_RESP_ERR__TIMED_OUT
+            lock.lock()
+            let firstVerdict = deleteRecordsWorks == nil
+            deleteRecordsWorks = err == RD_KAFKA_RESP_ERR_NO_ERROR
+            lock.unlock()
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+                if firstVerdict { logger.info("the brokers support DeleteRecords: resets free their storage") }
+            } else {
+                logger.warning("DeleteRecords on \(pipe.topic) failed (\(KafkaHandle.describe(err))): reset messages stay on the brokers until retention removes them; readers skip them\(configuration.deleteRecords == .auto ? "; not trying again on this mount" : "")")
+            }
+        }
+    }
+
+    /// Runs one admin request and waits for its result event.
+    private func adminRequest(what: String, timeout: Double = 15,
+                              send: (OpaquePointer?, OpaquePointer?) -> Void,
+                              result: (OpaquePointer?) -> rd_kafka_resp_err_t) throws -> rd_kafka_resp_err_t {
+        let queue = rd_kafka_queue_new(admin)
+        defer { rd_kafka_queue_destroy(queue) }
+        let options = rd_kafka_AdminOptions_new(admin, RD_KAFKA_ADMIN_OP_ANY)
+        defer { rd_kafka_AdminOptions_destroy(options) }
+        var errstr = [CChar](repeating: 0, count: 256)
+        rd_kafka_AdminOptions_set_request_timeout(options, Int32(timeout * 1000), &errstr, errstr.count)
+        send(options, queue)
+        guard let event = rd_kafka_queue_poll(queue, Int32(timeout * 1000) + 1000) else {
+            throw PipeError.unavailable("\(what): no answer from the Kafka brokers \(configuration.brokers)")
+        }
+        defer { rd_kafka_event_destroy(event) }
+        let err = rd_kafka_event_error(event)
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR { return err }
+        return result(event)
+    }
+
+    // MARK: Consuming
+
+    /// Long enough for a fetch response newer than now to arrive (twice fetch.wait.max.ms).
+    let freshFetchInterval = 0.2
+
+    func cachedHighWatermark(of topic: String) -> Int64? {
+        var low: Int64 = -1, high: Int64 = -1
+        let err = rd_kafka_get_watermark_offsets(consumer, topic, 0, &low, &high)
+        return err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
+    }
+
+    func wakeConsumer() { rd_kafka_queue_yield(consumerQueue) }
+
+    private func partitionList(_ topic: String, offset: Int64) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
+        let list = rd_kafka_topic_partition_list_new(1)!
+        rd_kafka_topic_partition_list_add(list, topic, 0).pointee.offset = offset
+        return list
+    }
+
+    private func applyRequests() {
+        lock.lock()
+        let assign = toAssign
+        toAssign = []
+        let unassign = toUnassign
+        toUnassign = []
+        let open = Array(pipes.values)
+        lock.unlock()
+        for topic in unassign {
+            let list = partitionList(topic, offset: Int64(RD_KAFKA_OFFSET_INVALID))
+            if let error = rd_kafka_incremental_unassign(consumer, list) { rd_kafka_error_destroy(error) }
+            rd_kafka_topic_partition_list_destroy(list)
+            lock.lock(); pausedTopics.remove(topic); lock.unlock()
+        }
+        for pipe in assign {
+            pipe.assigned(at: 0)
+            let list = partitionList(pipe.topic, offset: Int64(RD_KAFKA_OFFSET_BEGINNING))
+            if let error = rd_kafka_incremental_assign(consumer, list) {
+                logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
+                rd_kafka_error_destroy(error)
+            }
+            rd_kafka_topic_partition_list_destroy(list)
+        }
+        for pipe in open {
+            let (rewind, resume) = pipe.takeRequests()
+            if let rewind {
+                let list = partitionList(pipe.topic, offset: rewind)
+                if let error = rd_kafka_seek_partitions(consumer, list, 5000) {
+                    logger.warning("pipe \(pipe.name): seek to \(rewind) failed: \(String(cString: rd_kafka_error_string(error)))")
+                    rd_kafka_error_destroy(error)
+                }
+                rd_kafka_topic_partition_list_destroy(list)
+                pipe.rewound(to: rewind)
+            }
+            lock.lock()
+            let isPaused = pausedTopics.contains(pipe.topic)
+            if (resume || rewind != nil) && isPaused { pausedTopics.remove(pipe.topic) }
+            lock.unlock()
+            if (resume || rewind != nil) && isPaused {
+                let list = partitionList(pipe.topic, offset: Int64(RD_KAFKA_OFFSET_INVALID))
+                rd_kafka_resume_partitions(consumer, list)
+                rd_kafka_topic_partition_list_destroy(list)
+            }
+        }
+    }
+
+    private func consumeLoop() {
+        var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 1024)
+        while isRunning {
+            applyRequests()
+            let n = rd_kafka_consume_batch_queue(consumerQueue, 200, &batch, batch.count)
+            guard n > 0 else { continue }
+            var records: [String: [(offset: Int64, payload: [UInt8], isMarker: Bool)]] = [:]
+            var ends: [String: Int64] = [:]
+            for i in 0..<n {
+                guard let m = batch[i] else { continue }
+                let topic = String(cString: dnp_message_topic(m))
+                let msg = m.pointee
+                if msg.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                    ends[topic] = msg.offset
+                } else if msg.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                    logger.warning("reading topic \(topic): \(KafkaHandle.describe(msg.err))")
+                } else {
+                    let payload = msg.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.len)) } ?? []
+                    records[topic, default: []].append((msg.offset, payload, dnp_has_header(m, KafkaStore.markerHeader) != 0))
+                }
+                rd_kafka_message_destroy(m)
+            }
+            lock.lock()
+            let byTopic = Dictionary(uniqueKeysWithValues: pipes.values.map { ($0.topic, $0) })
+            lock.unlock()
+            for (topic, recs) in records {
+                guard let pipe = byTopic[topic] else { continue }
+                if pipe.deliver(recs) {
+                    lock.lock()
+                    let newlyPaused = pausedTopics.insert(topic).inserted
+                    lock.unlock()
+                    if newlyPaused {
+                        let list = partitionList(topic, offset: Int64(RD_KAFKA_OFFSET_INVALID))
+                        rd_kafka_pause_partitions(consumer, list)
+                        rd_kafka_topic_partition_list_destroy(list)
+                    }
+                }
+            }
+            for (topic, offset) in ends {
+                guard let pipe = byTopic[topic] else { continue }
+                var low: Int64 = 0, high: Int64 = 0
+                rd_kafka_get_watermark_offsets(consumer, topic, 0, &low, &high)
+                pipe.reachedEnd(at: offset, low: max(0, low))
+            }
+        }
+    }
+}
+
+/// librdkafka's delivery report callback, on the producer's poll thread: routes each message's report to
+/// the writer (or one-off) whose token rode along as the message opaque.
+private let deliveryReport: @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = { _, message, opaque in
+    guard let message, let opaque else { return }
+    let table = Unmanaged<DeliveryTable>.fromOpaque(opaque).takeUnretainedValue()
+    let token = Int(bitPattern: message.pointee._private)
+    table.target(token)?.delivered(error: message.pointee.err, offset: message.pointee.offset)
+}

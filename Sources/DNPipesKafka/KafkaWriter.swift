@@ -1,0 +1,121 @@
+import CRdKafka
+import Foundation
+import DNPipesCore
+
+/// Receives delivery reports for the messages it produced.
+protocol DeliveryTarget: AnyObject {
+    func delivered(error: rd_kafka_resp_err_t, offset: Int64)
+}
+
+/// A writer on Kafka. `push` hands messages to librdkafka and returns at once; each message's delivery
+/// report (not a flush of the whole client) counts it off, and `flush` completes when this writer's last
+/// message is acknowledged by all in-sync replicas (acks=all), or with the first failure.
+final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
+    private let pipe: KafkaPipe
+    private unowned let store: KafkaStore
+    private let lock = NSLock()
+    private var inFlight = 0
+    private var failure: rd_kafka_resp_err_t?
+    private var waiters: [@Sendable (Error?) -> Void] = []
+    private var token: Int = 0
+
+    init(pipe: KafkaPipe, store: KafkaStore) {
+        self.pipe = pipe
+        self.store = store
+        token = store.deliveries.register(self)
+    }
+
+    deinit { store.deliveries.unregister(token) }
+
+    func push(_ messages: [[UInt8]]) throws {
+        for message in messages {
+            lock.lock(); inFlight += 1; lock.unlock()
+            let err = store.produce(topic: pipe.topic, payload: message, token: token, marker: false)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                lock.lock(); inFlight -= 1; lock.unlock()
+                completeIfIdle()
+                if err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE {
+                    throw PipeError.messageTooLarge(size: message.count, limit: store.configuration.maxMessageBytes)
+                }
+                throw PipeError.io("pipe \(pipe.name): Kafka refused a message: \(KafkaHandle.describe(err))")
+            }
+        }
+    }
+
+    func flush(completion: @escaping @Sendable (Error?) -> Void) {
+        lock.lock()
+        waiters.append(completion)
+        lock.unlock()
+        completeIfIdle()
+    }
+
+    func delivered(error: rd_kafka_resp_err_t, offset: Int64) {
+        lock.lock()
+        inFlight -= 1
+        if error != RD_KAFKA_RESP_ERR_NO_ERROR {
+            if failure == nil { failure = error }
+        }
+        lock.unlock()
+        if error == RD_KAFKA_RESP_ERR_NO_ERROR { pipe.acknowledged(offset: offset) }
+        completeIfIdle()
+    }
+
+    private func completeIfIdle() {
+        lock.lock()
+        guard inFlight == 0, !waiters.isEmpty else { lock.unlock(); return }
+        let done = waiters
+        waiters = []
+        let failed = failure
+        failure = nil
+        lock.unlock()
+        let error: Error? = failed.map { err in
+            store.logger.error("pipe \(pipe.name): messages not acknowledged by the brokers (\(store.configuration.brokers)): \(KafkaHandle.describe(err))")
+            return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
+                ? PipeError.messageTooLarge(size: 0, limit: store.configuration.maxMessageBytes)
+                : PipeError.unavailable(KafkaHandle.describe(err))
+        }
+        done.forEach { $0(error) }
+    }
+}
+
+/// A one-off delivery (a reset marker).
+final class OneDelivery: DeliveryTarget {
+    let done: (rd_kafka_resp_err_t, Int64) -> Void
+    init(_ done: @escaping (rd_kafka_resp_err_t, Int64) -> Void) { self.done = done }
+    func delivered(error: rd_kafka_resp_err_t, offset: Int64) { done(error, offset) }
+}
+
+/// Maps the integers given to librdkafka as message opaques back to their targets. Writers are held weakly
+/// (a closed writer's late reports are dropped); one-off targets strongly until their report arrives.
+final class DeliveryTable: @unchecked Sendable {
+    private struct Weak { weak var target: DeliveryTarget? }
+    private let lock = NSLock()
+    private var next = 0
+    private var weakTargets: [Int: Weak] = [:]
+    private var oneOffs: [Int: DeliveryTarget] = [:]
+
+    func register(_ target: DeliveryTarget) -> Int {
+        lock.lock(); defer { lock.unlock() }
+        next += 1
+        weakTargets[next] = Weak(target: target)
+        return next
+    }
+
+    func registerOneOff(_ target: DeliveryTarget) -> Int {
+        lock.lock(); defer { lock.unlock() }
+        next += 1
+        oneOffs[next] = target
+        return next
+    }
+
+    func unregister(_ token: Int) {
+        lock.lock(); defer { lock.unlock() }
+        weakTargets[token] = nil
+    }
+
+    func target(_ token: Int) -> DeliveryTarget? {
+        lock.lock(); defer { lock.unlock() }
+        if let once = oneOffs.removeValue(forKey: token) { return once }
+        return weakTargets[token]?.target
+    }
+}
