@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Where pipes live. Every backend (the embedded store, Kafka) implements this protocol, and the filesystem
 /// and the command-line clients use nothing else, so both backends give the same semantics.
 ///
@@ -68,8 +70,8 @@ public protocol PipeLog: AnyObject, Sendable {
     func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched
 
     /// Brings `bounds()` up to date with pushes and resets made elsewhere (other hosts) before a reader
-    /// starts; may wait briefly on the network, so it is never called on a FUSE thread.
-    func synchronize()
+    /// starts, then calls `completion` (on any thread; it may take a moment on the network).
+    func synchronize(completion: @escaping @Sendable () -> Void)
 
     /// A producer for one writer (one open file handle): its flush covers exactly its own messages.
     func makeWriter() throws -> PipeWriter
@@ -85,7 +87,14 @@ public protocol PipeLog: AnyObject, Sendable {
 
 extension PipeLog {
     /// A store that is the only writer of its pipes is always up to date.
-    public func synchronize() {}
+    public func synchronize(completion: @escaping @Sendable () -> Void) { completion() }
+
+    /// Waits for `synchronize` (for command-line clients, never on a FUSE thread).
+    public func synchronizeAndWait() {
+        let done = DispatchSemaphore(value: 0)
+        synchronize { done.signal() }
+        done.wait()
+    }
 }
 
 /// Pushes messages for one writer.
@@ -100,6 +109,8 @@ public protocol PipeWriter: AnyObject, Sendable {
 /// Errors a backend reports; the filesystem maps each to an errno.
 public enum PipeError: Error, CustomStringConvertible, Equatable {
     case noSuchPipe(PipeName)
+    /// The name is valid in general but not for this store (e.g. too long with the topic prefix).
+    case invalidName(String)
     case removed(PipeName)
     case messageTooLarge(size: Int, limit: Int)
     case io(String)
@@ -108,6 +119,7 @@ public enum PipeError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case .noSuchPipe(let n): return "no pipe named \(n)"
+        case .invalidName(let s): return s
         case .removed(let n): return "pipe \(n) was deleted"
         case .messageTooLarge(let size, let limit): return "message of \(size) bytes exceeds the limit of \(limit) bytes"
         case .io(let s): return s

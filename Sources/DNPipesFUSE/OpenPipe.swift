@@ -143,13 +143,17 @@ final class OpenPipe: @unchecked Sendable {
         }
     }
 
-    /// Whether a read would return at once. Called with the lock held.
+    /// Whether a read would return at once. Called with the lock held. Asks the store rather than comparing
+    /// offsets: a backend may know of a message (Kafka acknowledged it) before it can serve it.
     private func readable() -> Bool {
-        if cursor.hasCarry || log.isRemoved { return true }
-        let bounds = log.bounds()
-        let next = max(cursor.offset, bounds.oldest)
-        if let drainEnd { return next >= drainEnd || next < bounds.end }
-        return next < bounds.end
+        if cursor.hasCarry { return true }
+        if let drainEnd, max(cursor.offset, log.bounds().oldest) >= drainEnd { return true }
+        switch try? log.fetch(from: cursor.offset, maxBytes: 1) {
+        case .messages(let batch): return drainEnd.map { batch.offsets[0] < $0 } ?? true
+        case .removed: return true
+        case .nothing: return false
+        case nil: return true   // the read will report the error
+        }
     }
 
     func poll(_ request: Request, handle: OpaquePointer?) {
@@ -234,6 +238,7 @@ final class OpenPipe: @unchecked Sendable {
             switch e {
             case .messageTooLarge: return EMSGSIZE
             case .removed, .noSuchPipe: return ENOENT
+            case .invalidName: return EINVAL
             case .unavailable: return EIO
             case .io: return EIO
             }

@@ -158,6 +158,9 @@ public final class PipeFileSystem: @unchecked Sendable {
                 } else {
                     request.reply(entry: pipeAttributes(pipe, view: .pipe))
                 }
+            } catch PipeError.invalidName(let why) {
+                logger.warning("pipe name '\(pipe)' refused (EINVAL): \(why)")
+                request.reply(error: EINVAL)
             } catch {
                 logger.error("creating pipe \(pipe) failed: \(error)")
                 request.reply(error: EIO)
@@ -267,26 +270,42 @@ public final class PipeFileSystem: @unchecked Sendable {
                     if !created && create == .exclusive { return request.reply(error: EEXIST) }
                 }
                 guard let log = try store.open(name) else { return request.reply(error: ENOENT) }
-                if flags & O_ACCMODE != O_WRONLY { log.synchronize() }
-                lock.lock()
-                nextHandle += 1
-                let fh = nextHandle
-                lock.unlock()
-                let handle = try OpenPipe(fh: fh, log: log, view: view, flags: flags,
-                                          maxMessageBytes: options.maxMessageBytes, logger: logger, interrupts: interrupts)
-                lock.lock()
-                handles[fh] = handle
-                lock.unlock()
-                if create != nil {
-                    request.reply(create: pipeAttributes(name, view: .pipe), fh: fh)
-                } else {
-                    request.reply(open: fh)
+                let reply: @Sendable () -> Void = { [self] in
+                    do {
+                        let fh = try openHandle(log: log, view: view, flags: flags)
+                        if create != nil {
+                            request.reply(create: pipeAttributes(name, view: .pipe), fh: fh)
+                        } else {
+                            request.reply(open: fh)
+                        }
+                    } catch {
+                        logger.error("opening pipe \(name) failed: \(error)")
+                        request.reply(error: EIO)
+                    }
                 }
+                // A reader starts from the pipe as it is everywhere, not only as this host last saw it.
+                if flags & O_ACCMODE != O_WRONLY { log.synchronize(completion: reply) } else { reply() }
+            } catch PipeError.invalidName(let why) {
+                logger.warning("pipe name '\(name)' refused (EINVAL): \(why)")
+                request.reply(error: EINVAL)
             } catch {
                 logger.error("opening pipe \(name) failed: \(error)")
                 request.reply(error: EIO)
             }
         }
+    }
+
+    private func openHandle(log: PipeLog, view: Inodes.View, flags: Int32) throws -> UInt64 {
+        lock.lock()
+        nextHandle += 1
+        let fh = nextHandle
+        lock.unlock()
+        let handle = try OpenPipe(fh: fh, log: log, view: view, flags: flags,
+                                  maxMessageBytes: options.maxMessageBytes, logger: logger, interrupts: interrupts)
+        lock.lock()
+        handles[fh] = handle
+        lock.unlock()
+        return fh
     }
 
     func handle(_ fh: UInt64) -> OpenPipe? {

@@ -99,21 +99,29 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     }
 
     /// The consumer's cached high watermark is refreshed by every fetch response (at least every
-    /// fetch.wait.max.ms while the partition is idle): wait for one newer than this call, then until the stream
-    /// has delivered up to it, so that what another host pushed or reset before the open is seen.
-    func synchronize() {
-        Thread.sleep(forTimeInterval: store.freshFetchInterval)
-        guard let high = store.cachedHighWatermark(of: topic) else { return }
-        lock.lock()
-        if high > highWatermark { highWatermark = high }
-        lock.unlock()
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
+    /// fetch.wait.max.ms while the partition is idle): take one newer than this call, then complete once the
+    /// stream has delivered up to it, so that what another host pushed or reset before the open is seen.
+    /// Nothing blocks a thread meanwhile: a timer, then the stream's own notifications.
+    func synchronize(completion: @escaping @Sendable () -> Void) {
+        let once = Once(completion)
+        DispatchQueue.global().asyncAfter(deadline: .now() + store.freshFetchInterval) { [self] in
+            guard let high = store.cachedHighWatermark(of: topic) else { return once.run() }
             lock.lock()
-            let done = position >= high || removed || paused
+            if high > highWatermark { highWatermark = high }
             lock.unlock()
-            if done { return }
-            usleep(5_000)
+            let reached: @Sendable () -> Bool = { [weak self] in
+                guard let self else { return true }
+                self.lock.lock(); defer { self.lock.unlock() }
+                return self.position >= high || self.removed || self.paused
+            }
+            let token = Box(0)
+            token.value = addObserver { [weak self] in
+                if reached() { once.run(); self?.removeObserver(token.value) }
+            }
+            if reached() { once.run(); removeObserver(token.value); return }
+            DispatchQueue.global().asyncAfter(deadline: .now() + 5) { [weak self] in
+                once.run(); self?.removeObserver(token.value)
+            }
         }
     }
 
@@ -277,4 +285,23 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         lock.unlock()
         return s.wait(timeout: .now() + timeout) == .success
     }
+}
+
+/// Runs a completion at most once, whichever path gets there first.
+final class Once: @unchecked Sendable {
+    private let lock = NSLock()
+    private var action: (@Sendable () -> Void)?
+    init(_ action: @escaping @Sendable () -> Void) { self.action = action }
+    func run() {
+        lock.lock()
+        let a = action
+        action = nil
+        lock.unlock()
+        a?()
+    }
+}
+
+final class Box<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
 }

@@ -152,6 +152,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     @discardableResult
     public func create(_ name: PipeName) throws -> Bool {
         if contains(name) { return false }
+        if topic(for: name).utf8.count > PipeName.maxLength {
+            throw PipeError.invalidName("topic \(topic(for: name)) (the pipe name with the topic prefix) exceeds Kafka's \(PipeName.maxLength) characters")
+        }
         var err = try createTopic(topic(for: name), replication: -1)
         if err == RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR || err == RD_KAFKA_RESP_ERR_INVALID_REQUEST
             || err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION {

@@ -21,14 +21,14 @@ struct DNPipes: ParsableCommand {
         mount(8) helpers may also call: dnpipes SOURCE MOUNTPOINT [-o OPTIONS], where SOURCE is a data \
         directory or kafka://HOST:PORT,...
         """,
-        subcommands: [Mount.self, Unmount.self]
+        subcommands: [Mount.self, Unmount.self, Push.self, Pull.self, Reset.self, List.self]
     )
 }
 
 /// Turns the `dnpipes SOURCE MOUNTPOINT -o OPTIONS` form used by mount(8) helpers into `dnpipes mount`.
 enum MountHelperForm {
     static func rewrite(_ args: [String]) -> [String] {
-        guard let first = args.first, !first.hasPrefix("-"), !["mount", "unmount", "help"].contains(first) else { return args }
+        guard let first = args.first, !first.hasPrefix("-"), !["mount", "unmount", "push", "pull", "reset", "ls", "help"].contains(first) else { return args }
         var positionals: [String] = []
         var rest: [String] = []
         var i = 0

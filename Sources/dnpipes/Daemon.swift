@@ -61,7 +61,8 @@ enum Daemon {
             try? h.seek(toOffset: UInt64(max(0, logStart)))
             return String(decoding: h.readDataToEndOfFile(), as: UTF8.self)
         } ?? ""
-        let tail = log.split(separator: "\n").suffix(5).joined(separator: "\n")
+        // librdkafka's own lines (they start with %) would hide the daemon's reason.
+        let tail = log.split(separator: "\n").filter { !$0.hasPrefix("%") }.suffix(5).joined(separator: "\n")
         FileHandle.standardError.write(Data("dnpipes: mounting \(settings.mountpoint) failed\n\(tail)\n".utf8))
         throw ExitCode(1)
     }

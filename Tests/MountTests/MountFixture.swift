@@ -9,8 +9,24 @@ class MountTestCase: XCTestCase {
     var mnt: String { root + "/mnt" }
     var data: String { root + "/data" }
     var logFile: String { data + "/dnpipes.log" }
+    /// Which backend the mounts of this class use. The filesystem contract tests run once per backend:
+    /// `DNPIPES_TEST_BACKEND=kafka` runs them on a Kafka-protocol broker (scripts/test does both).
+    class var backend: Backend {
+        ProcessInfo.processInfo.environment["DNPIPES_TEST_BACKEND"] == "kafka" ? .kafka : .embedded
+    }
+    enum Backend { case embedded, kafka }
+    var isKafka: Bool { Self.backend == .kafka }
+    /// A topic prefix of this test's own, so tests sharing one broker never see each other's pipes.
+    private(set) var topicPrefix = ""
+    /// Arguments that select the backend for `dnpipes mount` and the pipe commands.
+    var backendArguments: [String] {
+        guard isKafka else { return [] }
+        return ["--brokers", KafkaBroker.shared.address, "--topic-prefix", topicPrefix]
+    }
     /// Extra arguments for `dnpipes mount` (a subclass may add options).
     var mountArguments: [String] { [] }
+    /// The longest pipe name: Kafka's 249 characters include the topic prefix.
+    var maxNameLength: Int { 249 - topicPrefix.count }
     /// Whether setUp mounts; tests that mount themselves turn it off.
     var mountsInSetUp: Bool { true }
 
@@ -23,6 +39,10 @@ class MountTestCase: XCTestCase {
         root = String(cString: buffer)
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        if isKafka {
+            _ = try KafkaBroker.require()
+            topicPrefix = "t\(UInt32.random(in: 0...UInt32.max))-"
+        }
         if mountsInSetUp { try mount() }
     }
 
@@ -34,7 +54,7 @@ class MountTestCase: XCTestCase {
 
     /// Mounts `mnt` (on `data` unless other arguments say otherwise) and waits until it is ready.
     func mount(_ extra: [String] = [], at mountpoint: String? = nil, file: StaticString = #filePath, line: UInt = #line) throws {
-        let args = ["mount", mountpoint ?? mnt, "--data-dir", data] + mountArguments + extra
+        let args = ["mount", mountpoint ?? mnt, "--data-dir", data] + backendArguments + mountArguments + extra
         let r = shell(([dnpipesBinary] + args).map(quote).joined(separator: " "), timeout: 60)
         guard r.status == 0 else {
             XCTFail("mount failed (\(r.status)): \(r.stdout)\(r.stderr)", file: file, line: line)
@@ -56,15 +76,18 @@ class MountTestCase: XCTestCase {
         """, timeout: 30)
     }
 
-    /// The daemon's pid (from the store's lock file).
+    /// The daemon's pid (from the pid file it keeps under its mount point's name).
     var daemonPID: String {
-        (try? String(contentsOfFile: data + "/lock", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        let name = mnt.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
+        return (try? String(contentsOfFile: "/run/dnpipes/\(name).pid", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }
 
     /// Runs a script in the mount point with MNT, DATA and DNPIPES set.
     @discardableResult
     func sh(_ script: String, timeout: Int = 60, file: StaticString = #filePath, line: UInt = #line) -> ShellResult {
-        shell(script, cwd: mnt, env: ["MNT": mnt, "DATA": data, "DNPIPES": dnpipesBinary, "ROOT": root],
+        shell(script, cwd: mnt, env: ["MNT": mnt, "DATA": data, "DNPIPES": dnpipesBinary, "ROOT": root,
+                                      "BACKEND": backendArguments.joined(separator: " ")],
               timeout: timeout, file: file, line: line)
     }
 

@@ -43,7 +43,10 @@ final class ViewResetTests: MountTestCase {
         ok("echo a > p; echo b > p; : > p")
         XCTAssertEqual(ok("cat .drain/p"), "a\nb\n")
     }
+}
 
+/// Embedded store only: a reset does not depend on the pipe's size.
+final class EmbeddedResetTests: MountTestCase {
     func testResetOfAPipeWithManyMessagesIsQuick() {
         let out = ok("""
         seq 1 300000 > p

@@ -1,0 +1,173 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import DNPipesCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the commands below find pipes: a Kafka cluster (hosts without FUSE take part this way), or an
+/// embedded data directory that no daemon is serving.
+struct BackendOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Kafka bootstrap brokers.", valueName: "host:port,..."))
+    var brokers: String?
+
+    @Option(help: ArgumentHelp("Prefix of the pipes' Kafka topics (as given to the mount).", valueName: "prefix"))
+    var topicPrefix: String = ""
+
+    @Option(help: ArgumentHelp("librdkafka properties file (name=value lines).", valueName: "file"))
+    var kafkaConfig: String?
+
+    @Option(name: .customShort("o"), help: ArgumentHelp("Options as for mount: kafka.NAME=VALUE, max_message=BYTES.", valueName: "option,..."))
+    var options: [String] = []
+
+    @Option(help: ArgumentHelp("Embedded store directory (when no daemon serves it).", valueName: "dir"))
+    var dataDir: String?
+
+    func openStore() throws -> (PipeStore, Int) {
+        let parsed: MountOptions
+        do { parsed = try MountOptions.parse(options) } catch { throw ValidationError("\(error)") }
+        let maxMessageBytes = parsed.maxMessageBytes ?? (1 << 20)
+        var logger = makeLogger(level: .warning)
+        logger.logLevel = .warning
+        let kafka = (brokers ?? parsed.brokers).map {
+            KafkaSettings(brokers: $0, topicPrefix: topicPrefix, configFile: kafkaConfig.map(absolute), properties: parsed.kafka)
+        }
+        let directory = dataDir ?? parsed.dataDirectory
+        guard kafka != nil || directory != nil else {
+            throw ValidationError("say where the pipes are: --brokers HOST:PORT,... or --data-dir DIR")
+        }
+        do {
+            let store = try makeStore(kafka: kafka, dataDirectory: absolute(directory ?? "."),
+                                      maxMessageBytes: maxMessageBytes, logger: logger)
+            return (store, maxMessageBytes)
+        } catch {
+            throw CommandError("\(error)")
+        }
+    }
+}
+
+func pipeName(_ raw: String) throws -> PipeName {
+    do { return try PipeName(validating: raw) } catch { throw ValidationError("invalid pipe name '\(raw)': \(error)") }
+}
+
+struct Push: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Push standard input to a pipe: every line is one message.",
+        discussion: "Creates the pipe if needed. Exits 0 once every message is durable (acknowledged by the brokers).")
+
+    @OptionGroup var backend: BackendOptions
+    @Argument(help: "The pipe.") var pipe: String
+
+    func run() throws {
+        let name = try pipeName(pipe)
+        let (store, maxMessageBytes) = try backend.openStore()
+        defer { store.shutdown() }
+        try store.create(name)
+        guard let log = try store.open(name) else { throw CommandError("pipe \(name) vanished") }
+        let writer = try log.makeWriter()
+        var framer = LineFramer(maxMessageBytes: maxMessageBytes)
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = read(0, &buffer, buffer.count)
+            if n < 0 { if errno == EINTR { continue }; throw CommandError("reading standard input: \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            do {
+                let messages = try framer.frame(buffer[0..<n])
+                if !messages.isEmpty { try writer.push(messages) }
+            } catch {
+                throw CommandError("pipe \(name): \(error)")
+            }
+        }
+        if let last = framer.finish() { try writer.push([last]) }
+        let done = DispatchSemaphore(value: 0)
+        var failure: Error?
+        writer.flush { failure = $0; done.signal() }
+        done.wait()
+        if let failure { throw CommandError("pipe \(name): messages not durable: \(failure)") }
+    }
+}
+
+struct Pull: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pull a pipe's messages to standard output, one per line.",
+        discussion: "Starts at the oldest message and waits for more at the end, like cat on a mounted pipe.")
+
+    @OptionGroup var backend: BackendOptions
+    @Argument(help: "The pipe.") var pipe: String
+    @Flag(help: "Start at the end: only messages pushed from now on (like .tail/PIPE).") var fromEnd = false
+    @Flag(help: "Stop at the end as it was when starting (like .drain/PIPE).") var exitAtEnd = false
+
+    func run() throws {
+        let name = try pipeName(pipe)
+        let (store, _) = try backend.openStore()
+        defer { store.shutdown() }
+        guard let log = try store.open(name) else { throw CommandError("no pipe named \(name)") }
+        log.synchronizeAndWait()
+        let wake = DispatchSemaphore(value: 0)
+        let token = log.addObserver { wake.signal() }
+        defer { log.removeObserver(token) }
+        let bounds = log.bounds()
+        var cursor = ReadCursor(offset: fromEnd ? bounds.end : bounds.oldest)
+        let stopAt: Int64? = exitAtEnd ? bounds.end : nil
+        signal(SIGPIPE, SIG_IGN)
+        while true {
+            var removed = false
+            let bytes = try cursor.fill(capacity: 1 << 20) { from, maxBytes in
+                if let stopAt, from >= stopAt { return nil }
+                switch try log.fetch(from: from, maxBytes: maxBytes) {
+                case .messages(var batch):
+                    if let stopAt { batch.truncate(below: stopAt) }
+                    return batch.isEmpty ? nil : batch
+                case .nothing: return nil
+                case .removed: removed = true; return nil
+                }
+            }
+            if !bytes.isEmpty {
+                var written = 0
+                while written < bytes.count {
+                    let n = bytes[written...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+                    if n < 0 { if errno == EINTR { continue }; return }   // reader of our output went away
+                    written += n
+                }
+                continue
+            }
+            if removed { return }
+            if let stopAt, cursor.offset >= stopAt || log.bounds().oldest >= stopAt, !cursor.hasCarry { return }
+            _ = wake.wait(timeout: .now() + 1)
+        }
+    }
+}
+
+struct Reset: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove every message of a pipe (as truncate -s 0 on a mounted pipe).")
+
+    @OptionGroup var backend: BackendOptions
+    @Argument(help: "The pipe.") var pipe: String
+
+    func run() throws {
+        let name = try pipeName(pipe)
+        let (store, _) = try backend.openStore()
+        defer { store.shutdown() }
+        guard let log = try store.open(name) else { throw CommandError("no pipe named \(name)") }
+        let done = DispatchSemaphore(value: 0)
+        var failure: Error?
+        log.reset { failure = $0; done.signal() }
+        done.wait()
+        if let failure { throw CommandError("reset of \(name) failed: \(failure)") }
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List the pipes.")
+
+    @OptionGroup var backend: BackendOptions
+
+    func run() throws {
+        let (store, _) = try backend.openStore()
+        defer { store.shutdown() }
+        for name in try store.list() { print(name) }
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import XCTest
+
+/// A real Kafka-protocol broker (tansu, memory storage) on a free loopback port, started once for the test
+/// run and stopped when the test process exits. Its lifetime is bounded by `timeout` even if that exit is
+/// missed.
+final class KafkaBroker {
+    static let shared = KafkaBroker()
+
+    let port: Int
+    let process: Process?
+    let failure: String?
+    var address: String { "127.0.0.1:\(port)" }
+
+    private init() {
+        port = freeLoopbackPort()
+        guard let tansu = findExecutable("tansu") else {
+            process = nil
+            failure = "the tansu broker is not installed (scripts/setup --test installs it)"
+            return
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        p.arguments = ["7200", tansu, "broker", "--listener-url", "tcp://127.0.0.1:\(port)",
+                       "--advertised-listener-url", "tcp://127.0.0.1:\(port)"]
+        let logPath = NSTemporaryDirectory() + "dnpipes-tansu-\(port).log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        p.standardOutput = FileHandle(forWritingAtPath: logPath)
+        p.standardError = FileHandle(forWritingAtPath: logPath)
+        do { try p.run() } catch {
+            process = nil
+            failure = "cannot start tansu: \(error)"
+            return
+        }
+        process = p
+        brokerPID = p.processIdentifier
+        atexit { if brokerPID > 0 { kill(brokerPID, SIGTERM) } }
+        // Ready once it accepts connections.
+        let deadline = Date().addingTimeInterval(20)
+        var ready = false
+        while Date() < deadline && !ready {
+            ready = canConnect(port: port)
+            if !ready { usleep(100_000) }
+        }
+        failure = ready ? nil : "tansu did not listen on port \(port) within 20 s (log: \(logPath))"
+    }
+
+    /// The broker, or a test failure explaining why there is none.
+    static func require(file: StaticString = #filePath, line: UInt = #line) throws -> KafkaBroker {
+        if let failure = shared.failure {
+            XCTFail(failure, file: file, line: line)
+            throw XCTSkip(failure)
+        }
+        return shared
+    }
+}
+
+private var brokerPID: pid_t = 0
+
+func findExecutable(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin").split(separator: ":") {
+        let path = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+func freeLoopbackPort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+func canConnect(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+}

@@ -1,0 +1,142 @@
+import XCTest
+
+/// Two hosts on one Kafka cluster (two daemons on one broker), the pipe commands for hosts without FUSE,
+/// and an independent Kafka client reading and writing the same topics.
+final class KafkaClusterTests: MountTestCase {
+    override class var backend: Backend { .kafka }
+    var mnt2: String { root + "/mnt2" }
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        try FileManager.default.createDirectory(atPath: mnt2, withIntermediateDirectories: true)
+        try mount(at: mnt2)
+    }
+
+    /// Waits (bounded) until a shell condition holds.
+    func eventually(_ condition: String, seconds: Int = 15, file: StaticString = #filePath, line: UInt = #line) {
+        let r = sh("for i in $(seq \(seconds * 10)); do \(condition) && exit 0; sleep 0.1; done; exit 1", timeout: seconds + 10)
+        XCTAssertEqual(r.status, 0, "never true: \(condition)", file: file, line: line)
+    }
+
+    func testPipeMadeOnOneHostAppearsOnTheOther() {
+        ok("mkfifo made-on-a")
+        eventually("ls \"$ROOT/mnt2\" | grep -qx made-on-a")
+        ok("rm made-on-a")
+        eventually("! ls \"$ROOT/mnt2\" | grep -qx made-on-a")
+    }
+
+    func testPushOnOneHostReachesABlockedReaderOnTheOther() {
+        ok("mkfifo p")
+        eventually("test -e \"$ROOT/mnt2/p\"")
+        let out = ok("""
+        head -n 2 "$ROOT/mnt2/p" > "$ROOT/out" & reader=$!
+        sleep 1
+        echo one > p; echo two > p
+        wait $reader
+        cat "$ROOT/out"
+        """, timeout: 30)
+        XCTAssertEqual(out, "one\ntwo\n")
+    }
+
+    func testResetOnOneHostIsSeenOnTheOther() {
+        ok("seq 1 3 > p")
+        eventually("test -e \"$ROOT/mnt2/p\"")
+        XCTAssertEqual(ok("cat \"$ROOT/mnt2/.drain/p\""), "1\n2\n3\n")
+        ok("truncate -s 0 p")
+        XCTAssertEqual(ok("cat \"$ROOT/mnt2/.drain/p\""), "", "no reader on the other host gets a message pushed before the reset")
+        ok("echo only > \"$ROOT/mnt2/p\"")
+        XCTAssertEqual(ok("cat .drain/p"), "only\n", "the next push is the only message")
+    }
+
+    func testTwentyThousandLinesCrossInOrderNoneLostOrDoubled() {
+        ok("mkfifo p")
+        eventually("test -e \"$ROOT/mnt2/p\"")
+        let out = ok("""
+        head -n 20000 "$ROOT/mnt2/p" > "$ROOT/out" & reader=$!
+        seq 1 20000 > p
+        wait $reader
+        cmp "$ROOT/out" <(seq 1 20000) && echo in-order
+        timeout 2 cat "$ROOT/mnt2/.drain/p" | wc -l
+        """, timeout: 120)
+        XCTAssertEqual(out, "in-order\n20000\n")
+    }
+
+    func testPipeCommandsMixWithMounts() {
+        let out = ok("""
+        seq 1 3 | "$DNPIPES" push $BACKEND from-cmd
+        cat .drain/from-cmd; echo ---
+        echo from-mount > p
+        "$DNPIPES" pull $BACKEND p --exit-at-end; echo ---
+        "$DNPIPES" ls $BACKEND; echo ---
+        "$DNPIPES" pull $BACKEND p --from-end > "$ROOT/tail" & tail=$!
+        sleep 1.5
+        echo later > p
+        for i in $(seq 50); do grep -q later "$ROOT/tail" && break; sleep 0.1; done
+        kill $tail; cat "$ROOT/tail"; echo ---
+        "$DNPIPES" reset $BACKEND p
+        cat .drain/p; echo ---
+        """, timeout: 60)
+        XCTAssertEqual(out, "1\n2\n3\n---\nfrom-mount\n---\nfrom-cmd\np\n---\nlater\n---\n---\n")
+    }
+
+    func testIndependentKafkaClientInterop() throws {
+        guard shell("python3 -c 'import kafka'").status == 0 else {
+            XCTFail("kafka-python is not installed (scripts/setup --test installs it)")
+            return
+        }
+        ok("printf 'alpha\\nbeta\\n' > p")
+        let out = ok("""
+        python3 - "\(KafkaBroker.shared.address)" "\(topicPrefix)" <<'PY'
+        import sys
+        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+        broker, prefix = sys.argv[1], sys.argv[2]
+        consumer = KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False, consumer_timeout_ms=5000)
+        tp = TopicPartition(prefix + "p", 0)
+        consumer.assign([tp]); consumer.seek_to_beginning(tp)
+        values = []
+        for m in consumer:
+            values.append(m.value.decode())
+            if len(values) == 2: break
+        print(",".join(values))
+        producer = KafkaProducer(bootstrap_servers=broker, acks="all")
+        for v in (b"gamma", b"delta"):
+            producer.send(prefix + "p", v, partition=0)
+        producer.flush()
+        PY
+        """, timeout: 60)
+        XCTAssertEqual(out, "alpha,beta\n", "what the filesystem pushes is read as plain values")
+        XCTAssertEqual(ok("cat .drain/p"), "alpha\nbeta\ngamma\ndelta\n", "what another client produces comes out of cat")
+    }
+
+    func testRemountKeepsMessages() throws {
+        ok("seq 1 100 > p")
+        XCTAssertEqual(shell("\(quote(dnpipesBinary)) unmount \(quote(mnt))").status, 0)
+        try mount()
+        XCTAssertEqual(ok("cmp <(cat .drain/p) <(seq 1 100) && echo same"), "same\n")
+    }
+
+    func testUnreachableBrokersFailTheMountClearlyAndInBoundedTime() {
+        let dead = freeLoopbackPort()
+        let r = sh("""
+        start=$(date +%s)
+        mkdir -p "$ROOT/mnt3"
+        "$DNPIPES" mount "$ROOT/mnt3" --data-dir "$ROOT/d3" --brokers 127.0.0.1:\(dead) -o kafka.socket.connection.setup.timeout.ms=1000 2>&1; status=$?
+        echo "status $status after $(( $(date +%s) - start ))s"
+        """, timeout: 90)
+        XCTAssertTrue(r.stdout.contains("cannot reach the Kafka brokers 127.0.0.1:\(dead)"), r.stdout)
+        let seconds = Int(r.stdout.components(separatedBy: "after ").last?.dropLast(2) ?? "99") ?? 99
+        XCTAssertTrue(r.stdout.contains("status 1"), r.stdout)
+        XCTAssertLessThanOrEqual(seconds, 30)
+    }
+
+    func testConfigFileWithASecretMustBePrivate() {
+        let r = sh("""
+        printf 'sasl.password=hunter2\\n' > "$ROOT/kafka.conf"; chmod 644 "$ROOT/kafka.conf"
+        mkdir -p "$ROOT/mnt3"
+        "$DNPIPES" mount "$ROOT/mnt3" --data-dir "$ROOT/d3" $BACKEND --kafka-config "$ROOT/kafka.conf"
+        """)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("holds a secret (sasl.password) but other users can read it"), r.stderr)
+        XCTAssertFalse(r.stderr.contains("hunter2") || log.contains("hunter2"), "a secret was printed")
+    }
+}
