@@ -81,11 +81,7 @@ struct Push: ParsableCommand {
             }
         }
         if let last = framer.finish() { try writer.push([last]) }
-        let done = DispatchSemaphore(value: 0)
-        var failure: Error?
-        writer.flush { failure = $0; done.signal() }
-        done.wait()
-        if let failure { throw CommandError("pipe \(name): messages not durable: \(failure)") }
+        if let failure = awaitCompletion(writer.flush) { throw CommandError("pipe \(name): messages not durable: \(failure)") }
     }
 }
 
@@ -152,11 +148,7 @@ struct Reset: ParsableCommand {
         let (store, _) = try backend.openStore()
         defer { store.shutdown() }
         guard let log = try store.open(name) else { throw CommandError("no pipe named \(name)") }
-        let done = DispatchSemaphore(value: 0)
-        var failure: Error?
-        log.reset { failure = $0; done.signal() }
-        done.wait()
-        if let failure { throw CommandError("reset of \(name) failed: \(failure)") }
+        if let failure = awaitCompletion(log.reset) { throw CommandError("reset of \(name) failed: \(failure)") }
     }
 }
 

@@ -24,7 +24,7 @@ final class KafkaBroker {
         p.arguments = ["7200", tansu, "broker", "--listener-url", "tcp://127.0.0.1:\(port)",
                        "--advertised-listener-url", "tcp://127.0.0.1:\(port)"]
         let logPath = NSTemporaryDirectory() + "dnpipes-tansu-\(port).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         p.standardOutput = FileHandle(forWritingAtPath: logPath)
         p.standardError = FileHandle(forWritingAtPath: logPath)
         do { try p.run() } catch {

@@ -12,11 +12,6 @@ final class KafkaClusterTests: MountTestCase {
         try mount(at: mnt2)
     }
 
-    /// Waits (bounded) until a shell condition holds.
-    func eventually(_ condition: String, seconds: Int = 15, file: StaticString = #filePath, line: UInt = #line) {
-        let r = sh("for i in $(seq \(seconds * 10)); do \(condition) && exit 0; sleep 0.1; done; exit 1", timeout: seconds + 10)
-        XCTAssertEqual(r.status, 0, "never true: \(condition)", file: file, line: line)
-    }
 
     func testPipeMadeOnOneHostAppearsOnTheOther() {
         ok("mkfifo made-on-a")

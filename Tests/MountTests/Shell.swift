@@ -29,10 +29,11 @@ func shell(_ script: String, cwd: String? = nil, env: [String: String] = [:], ti
         return ShellResult(status: -1, stdout: "", stderr: "")
     }
     // Read both pipes concurrently so a chatty script cannot block on a full pipe.
-    var stderrData = Data()
+    final class Collected: @unchecked Sendable { var data = Data() }
+    let stderrData = Collected()
     let group = DispatchGroup()
     group.enter()
-    DispatchQueue.global().async { stderrData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    DispatchQueue.global().async { stderrData.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
     let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
     group.wait()
     p.waitUntilExit()
@@ -40,7 +41,7 @@ func shell(_ script: String, cwd: String? = nil, env: [String: String] = [:], ti
         XCTFail("script timed out after \(seconds)s: \(script.prefix(200))", file: file, line: line)
     }
     return ShellResult(status: p.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
-                       stderr: String(decoding: stderrData, as: UTF8.self))
+                       stderr: String(decoding: stderrData.data, as: UTF8.self))
 }
 
 /// The directory holding the built products (the `dnpipes` binary sits beside the test bundle).
