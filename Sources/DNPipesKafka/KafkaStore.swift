@@ -12,7 +12,10 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     let deliveries = DeliveryTable()
     static let markerHeader = "dnpipes-reset"
 
-    private let producer: OpaquePointer
+    /// Replaced when librdkafka reports a fatal producer error (an idempotent producer fenced after its
+    /// messages timed out in an outage): the messages in flight then fail, and new pushes go to a new producer.
+    private var producer: OpaquePointer
+    private let producerLock = NSLock()
     private let consumer: OpaquePointer
     private let admin: OpaquePointer
     private let consumerQueue: OpaquePointer
@@ -37,14 +40,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         self.logger = logger
         let table = Unmanaged.passUnretained(deliveries).toOpaque()
         let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
-        producer = try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [
-            ("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2"),
-            ("message.timeout.ms", "30000"), ("message.max.bytes", messageMax),
-            ("client.id", "dnpipes-producer"),
-        ], configuration: configuration) { conf in
-            rd_kafka_conf_set_opaque(conf, table)
-            rd_kafka_conf_set_dr_msg_cb(conf, deliveryReport)
-        }
+        producer = try KafkaStore.makeProducer(configuration, deliveries: deliveries)
         consumer = try KafkaHandle.make(RD_KAFKA_CONSUMER, defaults: [
             // Partitions are assigned directly, never through a group: the id only satisfies librdkafka.
             ("group.id", "dnpipes-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"),
@@ -64,7 +60,11 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             throw PipeError.unavailable("cannot reach the Kafka brokers \(configuration.brokers) within \(Int(configuration.connectTimeout)) s: \(error)")
         }
         start("dnpipes-kafka-producer") { [unowned self] in
-            while isRunning { rd_kafka_poll(producer, 200) }
+            while isRunning {
+                let current = currentProducer
+                rd_kafka_poll(current, 200)
+                replaceProducerIfFatal(current)
+            }
         }
         start("dnpipes-kafka-consumer") { [unowned self] in consumeLoop() }
         start("dnpipes-kafka-metadata") { [unowned self] in
@@ -75,6 +75,45 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
                 }
             }
         }
+    }
+
+    private static func makeProducer(_ configuration: KafkaConfiguration, deliveries: DeliveryTable) throws -> OpaquePointer {
+        let table = Unmanaged.passUnretained(deliveries).toOpaque()
+        let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
+        return try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [
+            ("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2"),
+            ("message.timeout.ms", "30000"), ("message.max.bytes", messageMax),
+            ("client.id", "dnpipes-producer"),
+        ], configuration: configuration) { conf in
+            rd_kafka_conf_set_opaque(conf, table)
+            rd_kafka_conf_set_dr_msg_cb(conf, deliveryReport)
+        }
+    }
+
+    private var currentProducer: OpaquePointer {
+        producerLock.lock(); defer { producerLock.unlock() }
+        return producer
+    }
+
+    /// A fatal producer error leaves that client unable to produce for good; start a new one so that writes
+    /// recover once the brokers do. What the old one still held fails (its writers' close reports EIO).
+    private func replaceProducerIfFatal(_ current: OpaquePointer) {
+        var errstr = [CChar](repeating: 0, count: 512)
+        let fatal = rd_kafka_fatal_error(current, &errstr, errstr.count)
+        let fenced = deliveries.takeFenced()
+        guard fatal != RD_KAFKA_RESP_ERR_NO_ERROR || fenced else { return }
+        let why = fatal != RD_KAFKA_RESP_ERR_NO_ERROR ? String(cString: errstr) : "the brokers fenced its producer epoch"
+        logger.warning("Kafka producer failed for good (\(why)); starting a new one")
+        guard let fresh = try? KafkaStore.makeProducer(configuration, deliveries: deliveries) else {
+            logger.error("cannot start a new Kafka producer; pushes will fail")
+            return
+        }
+        producerLock.lock()
+        producer = fresh
+        producerLock.unlock()
+        rd_kafka_purge(current, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
+        rd_kafka_poll(current, 0)   // delivers the failure reports of what was purged
+        rd_kafka_destroy(current)
     }
 
     private var isRunning: Bool {
@@ -242,7 +281,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     }
 
     public func shutdown() {
-        rd_kafka_flush(producer, 10_000)
+        rd_kafka_flush(currentProducer, 10_000)
         lock.lock()
         let wasRunning = running
         running = false
@@ -267,9 +306,11 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         let opaque = UnsafeMutableRawPointer(bitPattern: token)
         let deadline = Date().addingTimeInterval(30)
         while true {
+            producerLock.lock()
             let err = payload.withUnsafeBytes { raw in
                 dnp_produce(producer, topic, 0, raw.baseAddress, raw.count, opaque, marker ? KafkaStore.markerHeader : nil)
             }
+            producerLock.unlock()
             // A full local queue (about a gigabyte by default) pushes back on the writer briefly.
             guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL, Date() < deadline else { return err }
             usleep(1000)
@@ -465,5 +506,9 @@ private let deliveryReport: @convention(c) (OpaquePointer?, UnsafePointer<rd_kaf
     guard let message, let opaque else { return }
     let table = Unmanaged<DeliveryTable>.fromOpaque(opaque).takeUnretainedValue()
     let token = Int(bitPattern: message.pointee._private)
-    table.target(token)?.delivered(error: message.pointee.err, offset: message.pointee.offset)
+    let err = message.pointee.err
+    if err == RD_KAFKA_RESP_ERR_PRODUCER_FENCED || err == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH || err == RD_KAFKA_RESP_ERR__FENCED {
+        table.noteFenced()
+    }
+    table.target(token)?.delivered(error: err, offset: message.pointee.offset)
 }

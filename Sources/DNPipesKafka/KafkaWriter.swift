@@ -93,6 +93,19 @@ final class DeliveryTable: @unchecked Sendable {
     private var next = 0
     private var weakTargets: [Int: Weak] = [:]
     private var oneOffs: [Int: DeliveryTarget] = [:]
+    private var fenced = false
+
+    /// The brokers fenced the producer (its epoch is stale after an outage): it must be replaced.
+    func noteFenced() {
+        lock.lock(); defer { lock.unlock() }
+        fenced = true
+    }
+
+    func takeFenced() -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        defer { fenced = false }
+        return fenced
+    }
 
     func register(_ target: DeliveryTarget) -> Int {
         lock.lock(); defer { lock.unlock() }

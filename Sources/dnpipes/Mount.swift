@@ -101,7 +101,10 @@ struct Mount: ParsableCommand {
             dataDirectory: data,
             brokers: brokers,
             maxMessageBytes: maxMessageBytes ?? parsed.maxMessageBytes ?? (1 << 20),
-            fuseOptions: ["fsname=dnpipes:" + (brokers.map { "kafka://" + $0 } ?? data), "subtype=dnpipes"] + parsed.fuse,
+            // libfuse splits options at commas: a broker list in the fsname must have them escaped.
+            fuseOptions: ["fsname=dnpipes:" + (brokers.map { "kafka://" + $0 } ?? data)
+                .replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ",", with: "\\,"),
+                          "subtype=dnpipes"] + parsed.fuse,
             logFile: absolute(logFile ?? data + "/dnpipes.log"),
             kafka: brokers.map {
                 KafkaSettings(brokers: $0, topicPrefix: topicPrefix ?? parsed.topicPrefix ?? "",

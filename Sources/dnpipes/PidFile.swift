@@ -36,6 +36,9 @@ enum PidFile {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if kill(pid, 0) != 0 && errno == ESRCH { return true }
+            // An exited daemon its parent has not reaped yet is gone too.
+            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+               let close = stat.lastIndex(of: ")"), stat[stat.index(close, offsetBy: 2)] == "Z" { return true }
             usleep(20_000)
         }
         return false

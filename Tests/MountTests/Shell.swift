@@ -15,7 +15,11 @@ func shell(_ script: String, cwd: String? = nil, env: [String: String] = [:], ti
            file: StaticString = #filePath, line: UInt = #line) -> ShellResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-    p.arguments = ["-k", "5", String(seconds), "bash", "-o", "pipefail", "-c", script]
+    // Descriptors the test process holds (Foundation keeps one per child to learn of its exit) must not
+    // leak into what the script leaves running in the background, or waiting for this script would wait
+    // for those too.
+    let closeInherited = "for fd in $(ls /proc/$$/fd); do case $fd in 0|1|2) ;; *) eval \"exec $fd>&-\" ;; esac; done\n"
+    p.arguments = ["-k", "5", String(seconds), "bash", "-o", "pipefail", "-c", closeInherited + script]
     if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
     var environment = ProcessInfo.processInfo.environment
     for (k, v) in env { environment[k] = v }
