@@ -47,10 +47,14 @@ public final class FuseMount: @unchecked Sendable {
 
     /// Mounts. A mount point left behind by a daemon that died (ENOTCONN) is detached first.
     public func mount() throws {
-        var st = stat()
-        if stat(mountpoint, &st) != 0 && errno == ENOTCONN {
+        // statvfs, unlike stat, is never answered from the kernel's cache, so it sees a dead mount at once;
+        // crashes in a row can leave several layers, so detach until the mount point answers.
+        var fs = statvfs()
+        var layers = 0
+        while statvfs(mountpoint, &fs) != 0 && errno == ENOTCONN && layers < 16 {
             logger.warning("\(mountpoint) is a dead mount of a daemon that died; detaching it")
-            umount2(mountpoint, Int32(MNT_DETACH))
+            if umount2(mountpoint, Int32(MNT_DETACH)) != 0 { break }
+            layers += 1
         }
         if fuse_session_mount(session, mountpoint) != 0 {
             throw MountError(description: "cannot mount on \(mountpoint) (see the lines above; is it an existing directory, and is /dev/fuse available?)")

@@ -183,6 +183,7 @@ final class OpenPipe: @unchecked Sendable {
             request.reply(written: bytes.count)
         } catch {
             framer = before
+            if let refused = error as? LineFramer.MessageTooLarge { framer.abandon(refused) }
             let code = errno(for: error)
             logger.error("pipe \(log.name): refused a write of \(bytes.count) bytes: \(error)")
             request.reply(error: code)

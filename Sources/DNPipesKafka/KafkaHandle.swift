@@ -16,6 +16,10 @@ enum KafkaHandle {
                 throw Failure(description: "Kafka setting \(key)=\(shown): \(String(cString: errstr))")
             }
         }
+        for (key, value) in configuration.properties where KafkaConfiguration.isSecret(key) && !value.isEmpty {
+            KafkaLog.addSecret(value)
+        }
+        rd_kafka_conf_set_log_cb(conf, kafkaLogLine)
         configure?(conf)
         guard let rk = rd_kafka_new(type, conf, &errstr, errstr.count) else {
             throw Failure(description: "cannot create a Kafka client: \(String(cString: errstr))")
@@ -32,4 +36,38 @@ enum KafkaHandle {
             throw Failure(description: "librdkafka \(String(cString: rd_kafka_version_str())) is too old: dnpipes needs 2.3 or newer (run scripts/setup)")
         }
     }
+}
+
+/// librdkafka's own log lines, written to standard error (the daemon's log) with every secret value cut out:
+/// librdkafka may quote a property's value in an error message.
+enum KafkaLog {
+    nonisolated(unsafe) private static var secrets: [String] = []
+    private static let lock = NSLock()
+
+    /// Registers a secret value, and the parts of it librdkafka may quote on their own (a value such as
+    /// sasl.oauthbearer.config holds several name=value pairs).
+    static func addSecret(_ value: String) {
+        lock.lock(); defer { lock.unlock() }
+        var parts = [value]
+        for token in value.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\t" }).map(String.init) {
+            parts.append(token)
+            if let eq = token.firstIndex(of: "=") { parts.append(String(token[token.index(after: eq)...])) }
+        }
+        for p in parts where p.count >= 3 && !secrets.contains(p) { secrets.append(p) }
+        secrets.sort { $0.count > $1.count }   // longest first, so a whole value goes before its parts
+    }
+
+    static func redact(_ line: String) -> String {
+        lock.lock(); defer { lock.unlock() }
+        var out = line
+        for s in secrets { out = out.replacingOccurrences(of: s, with: "<redacted>") }
+        return out
+    }
+}
+
+private let kafkaLogLine: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void = { rk, level, facility, buf in
+    let name = rk.map { String(cString: rd_kafka_name($0)) } ?? "rdkafka"
+    let text = KafkaLog.redact(buf.map { String(cString: $0) } ?? "")
+    let line = "%\(level)|\(facility.map { String(cString: $0) } ?? "")|\(name)| \(text)\n"
+    FileHandle.standardError.write(Data(line.utf8))
 }

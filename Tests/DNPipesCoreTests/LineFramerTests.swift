@@ -88,6 +88,25 @@ final class LineFramerTests: XCTestCase {
         XCTAssertEqual(f.pending, [])
     }
 
+    /// After a refusal, `abandon` drops what is held of the refused line and refuses its rest up to and
+    /// including the write that carries its newline; then framing goes on as usual.
+    func testAbandonedLineIsRefusedUntilItsNewline() throws {
+        var f = LineFramer(maxMessageBytes: 4)
+        XCTAssertEqual(try f.frame(bytes("abc")), [])
+        do {
+            _ = try f.frame(bytes("defg"))
+            XCTFail("too long")
+        } catch let refused as LineFramer.MessageTooLarge {
+            XCTAssertTrue(refused.includesPending && refused.continues)
+            f.abandon(refused)
+        }
+        XCTAssertEqual(f.pending, [])
+        XCTAssertThrowsError(try f.frame(bytes("hij")))
+        XCTAssertThrowsError(try f.frame(bytes("k\nxy")))
+        XCTAssertEqual(try f.frame(bytes("ok\n")), [bytes("ok")])
+        XCTAssertNil(f.finish())
+    }
+
     /// The limit counts bytes carried from earlier writes, both for a completed line and for a pending tail.
     func testLimitCountsCarriedBytes() throws {
         var f = LineFramer(maxMessageBytes: 4)
