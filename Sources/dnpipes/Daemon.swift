@@ -5,6 +5,7 @@ import Logging
 import DNPipesCore
 import DNPipesEmbedded
 import DNPipesFUSE
+import DNPipesKafka
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -38,11 +39,18 @@ enum Daemon {
         posix_spawnattr_setflags(&attributes, 0x80) // POSIX_SPAWN_SETSID (glibc), not exported to Swift
 
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let argv = [executable] + arguments + ["--foreground", "--ready-fd", String(readyChild)]
+        // Secret settings (-o kafka.sasl.password=...) reach the daemon through its environment, which only
+        // its user can read, not through its command line, which every local user can.
+        let (publicArguments, secrets) = SecretOptions.split(arguments)
+        let argv = [executable] + publicArguments + ["--foreground", "--ready-fd", String(readyChild)]
         var cArgs = argv.map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }
+        var environment = ProcessInfo.processInfo.environment
+        environment[SecretOptions.variable] = secrets.isEmpty ? nil : secrets.joined(separator: ",")
+        var cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { cEnv.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, &attributes, &cArgs, environ)
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, &cArgs, &cEnv)
         close(fds[1])
         defer { close(fds[0]) }
         guard rc == 0 else { throw CommandError("cannot start the daemon: \(String(cString: strerror(rc)))") }
@@ -124,5 +132,43 @@ enum Daemon {
         mount.unmountAndDestroy()
         sources.forEach { $0.cancel() }
         logger.info("unmounted \(settings.mountpoint)\(rc == 0 ? "" : " (loop ended with \(rc))")")
+    }
+}
+
+/// Keeps secret mount options off the daemon's command line.
+enum SecretOptions {
+    static let variable = "DNPIPES_SECRET_OPTIONS"
+
+    /// Splits `-o` lists into the options that may be shown and the secret ones.
+    static func split(_ arguments: [String]) -> (public: [String], secrets: [String]) {
+        var kept: [String] = []
+        var secrets: [String] = []
+        var i = 0
+        while i < arguments.count {
+            if arguments[i] == "-o", i + 1 < arguments.count {
+                var shown: [String] = []
+                for item in arguments[i + 1].split(separator: ",").map(String.init) {
+                    let key = String(item.prefix { $0 != "=" })
+                    if key.hasPrefix("kafka."), KafkaConfiguration.isSecret(String(key.dropFirst(6))) {
+                        secrets.append(item)
+                    } else {
+                        shown.append(item)
+                    }
+                }
+                if !shown.isEmpty { kept += ["-o", shown.joined(separator: ",")] }
+                i += 2
+            } else {
+                kept.append(arguments[i])
+                i += 1
+            }
+        }
+        return (kept, secrets)
+    }
+
+    /// The secret options handed over by `dnpipes mount`, taken out of the environment once read.
+    static func take() -> [String] {
+        guard let value = ProcessInfo.processInfo.environment[variable], !value.isEmpty else { return [] }
+        unsetenv(variable)
+        return [value]
     }
 }

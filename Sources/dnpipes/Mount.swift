@@ -83,7 +83,7 @@ struct Mount: ParsableCommand {
 
     func settings() throws -> Settings {
         let parsed: MountOptions
-        do { parsed = try MountOptions.parse(options) } catch { throw ValidationError("\(error)") }
+        do { parsed = try MountOptions.parse(options + SecretOptions.take()) } catch { throw ValidationError("\(error)") }
         var dataDirectory = dataDir ?? parsed.dataDirectory
         var brokers = self.brokers ?? parsed.brokers
         if let source {

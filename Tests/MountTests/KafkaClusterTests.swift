@@ -134,4 +134,17 @@ final class KafkaClusterTests: MountTestCase {
         XCTAssertTrue(r.stderr.contains("holds a secret (sasl.password) but other users can read it"), r.stderr)
         XCTAssertFalse(r.stderr.contains("hunter2") || log.contains("hunter2"), "a secret was printed")
     }
+
+    func testSecretOptionsStayOffTheDaemonCommandLine() {
+        let out = ok("""
+        mkdir -p "$ROOT/mnt3"
+        "$DNPIPES" mount "$ROOT/mnt3" --data-dir "$DATA" $BACKEND -o kafka.sasl.password=s3cret-argv,max_message=50 > /dev/null
+        pid=$(cat "/run/dnpipes/$(printf %s "$ROOT/mnt3" | sed 's|%|%25|g; s|/|%2F|g').pid")
+        tr '\\0' ' ' < /proc/$pid/cmdline | grep -c s3cret-argv || true
+        tr '\\0' ' ' < /proc/$pid/cmdline | grep -c max_message=50 || true
+        echo pushed > "$ROOT/mnt3/q" && cat "$ROOT/mnt3/.drain/q"
+        """, timeout: 60)
+        XCTAssertEqual(out, "0\n1\npushed\n", "the secret must not be on the command line; other options stay")
+        XCTAssertFalse(log.contains("s3cret-argv"), "a secret was logged")
+    }
 }
