@@ -320,9 +320,4 @@ public final class PipeFileSystem: @unchecked Sendable {
         handle?.release()
         request.replyOK()
     }
-
-    var openHandleCount: Int {
-        lock.lock(); defer { lock.unlock() }
-        return handles.count
-    }
 }
