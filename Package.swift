@@ -34,9 +34,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
-        .testTarget(name: "DNPipesCoreTests", dependencies: ["DNPipesCore"]),
+        // Helpers shared by the unit-test targets (a seeded generator for the randomized tests).
+        .target(name: "DNPipesTestSupport", path: "Tests/DNPipesTestSupport"),
+        .testTarget(name: "DNPipesCoreTests", dependencies: ["DNPipesCore", "DNPipesTestSupport"]),
         .testTarget(name: "DNPipesEmbeddedTests", dependencies: [
-            "DNPipesEmbedded", .product(name: "Logging", package: "swift-log"),
+            "DNPipesEmbedded", "DNPipesTestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         // Drives the real binary on real FUSE mounts from a shell.
         .testTarget(name: "MountTests", dependencies: ["DNPipesCore"]),

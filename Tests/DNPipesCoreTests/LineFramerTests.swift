@@ -1,4 +1,5 @@
 import XCTest
+import DNPipesTestSupport
 @testable import DNPipesCore
 
 /// `LineFramer`: each complete line is one message without its newline, a partial line waits in `pending`,

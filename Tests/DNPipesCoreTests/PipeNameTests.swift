@@ -1,4 +1,5 @@
 import XCTest
+import DNPipesTestSupport
 @testable import DNPipesCore
 
 /// `PipeName` accepts exactly Kafka's topic names: 1...249 characters from `[A-Za-z0-9._-]`, never `.` or `..`.

@@ -1,4 +1,5 @@
 import XCTest
+import DNPipesTestSupport
 @testable import DNPipesCore
 
 /// A fake pipe for `ReadCursor.fill`: messages at offsets `oldest ..< oldest + messages.count`, fetched like a

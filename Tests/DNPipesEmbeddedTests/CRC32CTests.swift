@@ -1,4 +1,5 @@
 import XCTest
+import DNPipesTestSupport
 @testable import DNPipesEmbedded
 
 /// A bit-at-a-time CRC-32C (reflected polynomial 0x82F63B78), the reference for the table-driven version.

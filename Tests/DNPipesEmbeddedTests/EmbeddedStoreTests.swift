@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import DNPipesTestSupport
 import DNPipesCore
 @testable import DNPipesEmbedded
 

@@ -1,4 +1,5 @@
 import XCTest
+import DNPipesTestSupport
 @testable import DNPipesEmbedded
 
 /// `RecordFormat`: `crc32c | length | payload`, little-endian; parse finds whole records, refuses damaged ones

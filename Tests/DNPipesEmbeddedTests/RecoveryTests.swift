@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import XCTest
+import DNPipesTestSupport
 import DNPipesCore
 @testable import DNPipesEmbedded
 

@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Logging
 import XCTest
+import DNPipesTestSupport
 import DNPipesCore
 @testable import DNPipesEmbedded
 
