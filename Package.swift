@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "dnpipes", targets: ["dnpipes"]),
+        .executable(name: "dnpipes-bench", targets: ["dnpipes-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -32,6 +33,10 @@ let package = Package(
             "DNPipesCore", "DNPipesEmbedded", "DNPipesKafka", "DNPipesFUSE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The benchmark (scripts/bench): dnpipes next to kcat, plain librdkafka clients and a plain file.
+        .executableTarget(name: "dnpipes-bench", dependencies: [
+            "CRdKafka", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         // Helpers shared by the unit-test targets (a seeded generator for the randomized tests).

@@ -29,19 +29,26 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     private var resetFloor: Int64 = 0
     private var lowWatermark: Int64 = 0
     private var highWatermark: Int64 = 0
-    /// Set once the stream has reached the end of the partition: before that, the oldest offset (which
-    /// depends on reset markers still unread) and the end are not known.
+    /// Set once the stream's first fetch has answered (with records or at the end of the partition): before
+    /// that, the end of the pipe is not known.
     private(set) var caughtUp = false
     private var removed = false
     private var paused = false
     private var rewindTo: Int64?
     private var caughtUpWaiters: [DispatchSemaphore] = []
 
-    init(name: PipeName, topic: String, store: KafkaStore, windowBytes: Int) {
+    /// Where the stream starts: one past the pipe's last reset when it was opened on this mount.
+    let floor: Int64
+
+    init(name: PipeName, topic: String, store: KafkaStore, windowBytes: Int, floor: Int64) {
         self.name = name
         self.topic = topic
         self.store = store
         self.windowBytes = windowBytes
+        self.floor = floor
+        windowStart = floor
+        position = floor
+        resetFloor = floor
     }
 
     // MARK: PipeLog
@@ -131,8 +138,9 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     }
 
     /// Writes a reset marker (an empty message with the `dnpipes-reset` header) and, once the broker has it,
-    /// moves the oldest offset past it. Every dnpipes reader on every host skips what lies before the marker
-    /// as soon as its stream reaches the marker; DeleteRecords, where the broker has it, frees the storage.
+    /// moves the oldest offset past it and records that offset in the reset group. Every dnpipes reader on
+    /// every host skips what lies before the marker as soon as its stream reaches the marker, a mount that
+    /// opens the pipe later starts past it, and DeleteRecords, where the broker has it, frees the storage.
     func reset(completion: @escaping @Sendable (Error?) -> Void) {
         store.produceMarker(for: self) { [self] result in
             switch result {
@@ -140,8 +148,17 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
                 completion(error)
             case .success(let markerOffset):
                 noteMarker(at: markerOffset)
-                store.deleteRecords(of: self, below: markerOffset + 1)
-                completion(nil)
+                // Not on the producer's thread, which delivers the reports: the commit waits on the network.
+                store.adminQueue.async { [self] in
+                    do {
+                        try store.commitResetFloor(markerOffset + 1, of: topic)
+                    } catch {
+                        store.logger.error("pipe \(name): reset written but not recorded for readers that open it later: \(error)")
+                        return completion(error)
+                    }
+                    store.deleteRecords(of: self, below: markerOffset + 1)
+                    completion(nil)
+                }
             }
         }
     }
@@ -173,6 +190,21 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         lock.unlock()
         if changed { observers.notify() }
         return full
+    }
+
+    /// The first fetch brought records and the partition's watermarks (from the fetch response): readers
+    /// can start, and the end of the pipe is known.
+    func learnedEnd(high: Int64, low: Int64) {
+        lock.lock()
+        highWatermark = max(highWatermark, high)
+        lowWatermark = max(lowWatermark, low)
+        let first = !caughtUp
+        caughtUp = true
+        let waiters = caughtUpWaiters
+        caughtUpWaiters = []
+        lock.unlock()
+        waiters.forEach { $0.signal() }
+        if first { observers.notify() }
     }
 
     /// The consumer reached the end of the partition.
@@ -255,14 +287,6 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         paused = false
         lock.unlock()
         observers.notify()
-    }
-
-    /// Starts the window at the partition's beginning, on first assignment.
-    func assigned(at offset: Int64) {
-        lock.lock()
-        windowStart = offset
-        position = offset
-        lock.unlock()
     }
 
     func markRemoved() {

@@ -17,7 +17,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private var producer: OpaquePointer
     private let producerLock = NSLock()
     private let consumer: OpaquePointer
-    private let admin: OpaquePointer
+    let admin: OpaquePointer
     private let consumerQueue: OpaquePointer
 
     private let lock = NSLock()
@@ -32,13 +32,12 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private var warnedMultiPartition: Set<String> = []
     private var threads: [Thread] = []
     private let stopped = DispatchGroup()
-    private let adminQueue = DispatchQueue(label: "dnpipes.kafka.admin")
+    let adminQueue = DispatchQueue(label: "dnpipes.kafka.admin")
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
         try KafkaHandle.checkVersion()
         self.configuration = configuration
         self.logger = logger
-        let table = Unmanaged.passUnretained(deliveries).toOpaque()
         let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
         producer = try KafkaStore.makeProducer(configuration, deliveries: deliveries)
         consumer = try KafkaHandle.make(RD_KAFKA_CONSUMER, defaults: [
@@ -262,18 +261,26 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     public func open(_ name: PipeName) throws -> PipeLog? {
         guard contains(name) else { return nil }
         lock.lock()
-        let pipe: KafkaPipe
-        if let existing = pipes[name] {
-            pipe = existing
-        } else {
-            pipe = KafkaPipe(name: name, topic: topic(for: name), store: self, windowBytes: configuration.windowBytes)
-            pipes[name] = pipe
-            toAssign.append(pipe)
-        }
+        var pipe = pipes[name]
         lock.unlock()
+        if pipe == nil {
+            // A pipe new to this mount: its stream starts where its last reset left it.
+            let floor = try resetFloor(of: topic(for: name))
+            lock.lock()
+            if let existing = pipes[name] {
+                pipe = existing
+            } else {
+                let fresh = KafkaPipe(name: name, topic: topic(for: name), store: self, windowBytes: configuration.windowBytes, floor: floor)
+                pipes[name] = fresh
+                toAssign.append(fresh)
+                pipe = fresh
+            }
+            lock.unlock()
+        }
+        guard let pipe else { return nil }
         wakeConsumer()
-        // Until the stream has read the partition to its end once, the oldest offset (after resets) and the
-        // end are unknown; opening waits for that (on a work queue, never a FUSE thread).
+        // Until the stream's first fetch answers, the end of the pipe is unknown; opening waits for that (on a
+        // work queue, never a FUSE thread).
         guard pipe.waitUntilCaughtUp(timeout: max(configuration.connectTimeout, 30)) else {
             throw PipeError.unavailable("pipe \(name): no answer from the Kafka brokers \(configuration.brokers)")
         }
@@ -368,7 +375,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     }
 
     /// Runs one admin request and waits for its result event.
-    private func adminRequest(what: String, timeout: Double = 15,
+    func adminRequest(what: String, timeout: Double = 15,
                               send: (OpaquePointer?, OpaquePointer?) -> Void,
                               result: (OpaquePointer?) -> rd_kafka_resp_err_t) throws -> rd_kafka_resp_err_t {
         let queue = rd_kafka_queue_new(admin)
@@ -400,7 +407,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
 
     func wakeConsumer() { rd_kafka_queue_yield(consumerQueue) }
 
-    private func partitionList(_ topic: String, offset: Int64) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
+    func partitionList(_ topic: String, offset: Int64) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
         let list = rd_kafka_topic_partition_list_new(1)!
         rd_kafka_topic_partition_list_add(list, topic, 0).pointee.offset = offset
         return list
@@ -421,8 +428,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             lock.lock(); pausedTopics.remove(topic); lock.unlock()
         }
         for pipe in assign {
-            pipe.assigned(at: 0)
-            let list = partitionList(pipe.topic, offset: Int64(RD_KAFKA_OFFSET_BEGINNING))
+            // Below the low watermark (retention, DeleteRecords), auto.offset.reset=earliest starts at the oldest.
+            let start = pipe.floor > 0 ? pipe.floor : Int64(RD_KAFKA_OFFSET_BEGINNING)
+            let list = partitionList(pipe.topic, offset: start)
             if let error = rd_kafka_incremental_assign(consumer, list) {
                 logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
                 rd_kafka_error_destroy(error)
@@ -479,7 +487,14 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             lock.unlock()
             for (topic, recs) in records {
                 guard let pipe = byTopic[topic] else { continue }
-                if pipe.deliver(recs) {
+                let full = pipe.deliver(recs)
+                if !pipe.caughtUp {
+                    // The fetch response that brought these records also brought the partition's end.
+                    var low: Int64 = 0, high: Int64 = -1
+                    rd_kafka_get_watermark_offsets(consumer, topic, 0, &low, &high)
+                    if high >= 0 { pipe.learnedEnd(high: high, low: max(0, low)) }
+                }
+                if full {
                     lock.lock()
                     let newlyPaused = pausedTopics.insert(topic).inserted
                     lock.unlock()

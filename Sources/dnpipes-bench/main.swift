@@ -1,0 +1,2 @@
+// The benchmark's entry point; everything else lives in the other files, outside the main actor.
+Bench.main()
