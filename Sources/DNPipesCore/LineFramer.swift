@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Turns the byte stream of one writer into messages: every complete line is one message, stored without its
 /// newline. A partial line waits in the framer until its newline arrives, or until the writer flushes or
 /// closes. One framer belongs to one open file handle, so lines from different writers never interleave.
@@ -35,46 +41,61 @@ public struct LineFramer: Sendable {
     /// Frames one write. Either the whole write is accepted (its complete lines are returned, its tail kept as
     /// pending) or, if any line in it would exceed the limit, nothing changes and `MessageTooLarge` is thrown:
     /// the caller reports the error for the whole write, so nothing of it may be stored.
-    public mutating func frame<Bytes: RandomAccessCollection>(_ bytes: Bytes) throws -> [[UInt8]]
-    where Bytes.Element == UInt8, Bytes.Index == Int {
+    ///
+    /// The messages come back in one buffer (the pending start of the first line, then the write up to its
+    /// last newline), so framing costs one copy of the write and no allocation per line.
+    public mutating func frame(_ bytes: UnsafeRawBufferPointer) throws -> MessageBlock {
+        let newline = UInt8(ascii: "\n")
         if discarding {
-            if bytes.contains(UInt8(ascii: "\n")) { discarding = false }
+            if bytes.contains(newline) { discarding = false }
             throw MessageTooLarge(size: maxMessageBytes + 1, limit: maxMessageBytes)
         }
-        var messages: [[UInt8]] = []
-        var lineStart = bytes.startIndex
+        // Validate every line before changing anything.
+        var ends: [Int] = []
+        var lineStart = 0
         var carried = pending.count
-        // Validate and cut in one pass; commit only if every line fits.
-        var cuts: [Range<Int>] = []
-        var i = bytes.startIndex
-        while let nl = bytes[i...].firstIndex(of: UInt8(ascii: "\n")) {
+        while lineStart < bytes.count, let nl = Self.index(of: newline, in: bytes, from: lineStart) {
             let length = carried + (nl - lineStart)
             if length > maxMessageBytes {
                 throw MessageTooLarge(size: length, limit: maxMessageBytes, includesPending: carried > 0)
             }
-            cuts.append(lineStart..<nl)
+            ends.append(nl)
             carried = 0
             lineStart = nl + 1
-            i = nl + 1
         }
-        let tail = carried + (bytes.endIndex - lineStart)
+        let tail = carried + (bytes.count - lineStart)
         if tail > maxMessageBytes {
             throw MessageTooLarge(size: tail, limit: maxMessageBytes, includesPending: carried > 0, continues: true)
         }
-
-        messages.reserveCapacity(cuts.count)
-        for (n, cut) in cuts.enumerated() {
-            if n == 0 && !pending.isEmpty {
-                var m = pending
-                m.append(contentsOf: bytes[cut])
-                messages.append(m)
-                pending.removeAll(keepingCapacity: false)
-            } else {
-                messages.append(Array(bytes[cut]))
-            }
+        guard !ends.isEmpty else {
+            pending.append(contentsOf: bytes)
+            return MessageBlock()
         }
-        pending.append(contentsOf: bytes[lineStart...])
-        return messages
+        // One buffer: pending, then the write through its last newline. Ranges leave the newlines out.
+        let shift = pending.count
+        var buffer = pending
+        pending = []
+        buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[0..<lineStart]))
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(ends.count)
+        var start = 0
+        for nl in ends {
+            ranges.append(start..<(nl + shift))
+            start = nl + shift + 1
+        }
+        pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[lineStart...]))
+        return MessageBlock(bytes: buffer, ranges: ranges)
+    }
+
+    /// Frames a write given as an array (for tests and small inputs), returning each message on its own.
+    public mutating func frame(_ bytes: [UInt8]) throws -> [[UInt8]] {
+        try bytes.withUnsafeBytes { try frame($0) }.messages
+    }
+
+    private static func index(of byte: UInt8, in bytes: UnsafeRawBufferPointer, from: Int) -> Int? {
+        guard let base = bytes.baseAddress, from < bytes.count,
+              let hit = memchr(base + from, Int32(byte), bytes.count - from) else { return nil }
+        return base.distance(to: UnsafeRawPointer(hit))
     }
 
     /// After a refused write: drops what is held of the refused line and, if the line goes on past that write,

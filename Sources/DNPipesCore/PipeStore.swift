@@ -14,6 +14,9 @@ public protocol PipeStore: AnyObject, Sendable {
     func list() throws -> [PipeName]
     /// Whether a pipe exists, answered from memory (every lookup asks).
     func contains(_ name: PipeName) -> Bool
+    /// Whether a pipe exists, asking the backend when memory says no: a pipe just made on another host is
+    /// found before the next periodic refresh. May wait on the network (never call it on a FUSE thread).
+    func lookUp(_ name: PipeName) -> Bool
     /// Creates a pipe; returns false if it already existed.
     @discardableResult func create(_ name: PipeName) throws -> Bool
     /// Deletes a pipe and its messages. Open logs of it report `isRemoved` and readers reach end-of-file.
@@ -85,6 +88,16 @@ public protocol PipeLog: AnyObject, Sendable {
     func removeObserver(_ token: Int)
 }
 
+extension PipeStore {
+    /// A store that is the only maker of its pipes knows them all.
+    public func lookUp(_ name: PipeName) -> Bool { contains(name) }
+}
+
+extension PipeWriter {
+    /// Pushes messages given one array each.
+    public func push(_ messages: [[UInt8]]) throws { try push(MessageBlock(messages)) }
+}
+
 extension PipeLog {
     /// A store that is the only writer of its pipes is always up to date.
     public func synchronize(completion: @escaping @Sendable () -> Void) { completion() }
@@ -101,7 +114,7 @@ extension PipeLog {
 public protocol PipeWriter: AnyObject, Sendable {
     /// Queues messages for the pipe, in order, without waiting for durability. Throws if they cannot even be
     /// queued (too large for the backend, the pipe is gone); then none of them is stored.
-    func push(_ messages: [[UInt8]]) throws
+    func push(_ messages: MessageBlock) throws
     /// Completes when every message pushed through this writer is durable, or with the first error.
     func flush(completion: @escaping @Sendable (Error?) -> Void)
 }

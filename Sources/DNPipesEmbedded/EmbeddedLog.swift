@@ -186,13 +186,14 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     // MARK: Writing
 
-    func append(_ messages: [[UInt8]]) throws {
+    func append(_ messages: MessageBlock) throws {
         guard !messages.isEmpty else { return }
-        for m in messages where m.count > config.maxMessageBytes {
-            throw PipeError.messageTooLarge(size: m.count, limit: config.maxMessageBytes)
+        let largest = messages.largest
+        if largest > config.maxMessageBytes {
+            throw PipeError.messageTooLarge(size: largest, limit: config.maxMessageBytes)
         }
         let encoded = RecordFormat.encode(messages)
-        let sizes = messages.map { $0.count + RecordFormat.headerSize }
+        let sizes = messages.ranges.map { $0.count + RecordFormat.headerSize }
         lock.lock()
         do {
             if removed { throw PipeError.removed(name) }
@@ -278,6 +279,6 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 final class EmbeddedWriter: PipeWriter, @unchecked Sendable {
     private let log: EmbeddedLog
     init(log: EmbeddedLog) { self.log = log }
-    func push(_ messages: [[UInt8]]) throws { try log.append(messages) }
+    func push(_ messages: MessageBlock) throws { try log.append(messages) }
     func flush(completion: @escaping @Sendable (Error?) -> Void) { log.sync(completion: completion) }
 }

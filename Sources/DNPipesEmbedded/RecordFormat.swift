@@ -1,3 +1,5 @@
+import DNPipesCore
+
 /// The on-disk format of one record in a segment file:
 ///
 ///     crc32c: UInt32 LE   over the length field and the payload
@@ -21,11 +23,28 @@ public enum RecordFormat {
         buffer.append(contentsOf: payload)
     }
 
-    public static func encode(_ payloads: [[UInt8]]) -> [UInt8] {
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(payloads.reduce(0) { $0 + $1.count + headerSize })
-        for p in payloads { append(p, to: &buffer) }
-        return buffer
+    public static func encode(_ payloads: [[UInt8]]) -> [UInt8] { encode(MessageBlock(payloads)) }
+
+    /// Encodes a block of messages into one buffer, written in place (no allocation per record).
+    public static func encode(_ block: MessageBlock) -> [UInt8] {
+        let total = block.payloadBytes + block.count * headerSize
+        return [UInt8](unsafeUninitializedCapacity: total) { out, initialized in
+            let raw = UnsafeMutableRawBufferPointer(out)
+            var at = 0
+            block.forEachPayload { payload in
+                let length = UInt32(payload.count)
+                var lengthLE = length.littleEndian
+                let lengthCRC = withUnsafeBytes(of: &lengthLE) { CRC32C.checksum($0) }
+                let crc = CRC32C.checksum(payload, seed: lengthCRC)
+                raw.storeBytes(of: crc.littleEndian, toByteOffset: at, as: UInt32.self)
+                raw.storeBytes(of: lengthLE, toByteOffset: at + 4, as: UInt32.self)
+                if payload.count > 0 {
+                    (raw.baseAddress! + at + headerSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+                }
+                at += headerSize + payload.count
+            }
+            initialized = at
+        }
     }
 
     public enum Parsed: Equatable {

@@ -178,7 +178,7 @@ final class OpenPipe: @unchecked Sendable {
         defer { lock.unlock() }
         let before = framer
         do {
-            let messages = try framer.frame(bytes.bindMemory(to: UInt8.self))
+            let messages = try framer.frame(bytes)
             if !messages.isEmpty { try writer.push(messages) }
             request.reply(written: bytes.count)
         } catch {
@@ -196,7 +196,7 @@ final class OpenPipe: @unchecked Sendable {
         guard let writer else { request.replyOK(); return }
         lock.lock()
         if let last = framer.finish() {
-            do { try writer.push([last]) } catch {
+            do { try writer.push(MessageBlock([last])) } catch {
                 lock.unlock()
                 logger.error("pipe \(log.name): could not store the last line at close: \(error)")
                 request.reply(error: errno(for: error))
@@ -229,7 +229,7 @@ final class OpenPipe: @unchecked Sendable {
         let last = framer.finish()
         lock.unlock()
         for p in leftovers { interrupts.unregister(p.token); p.request.reply(error: EINTR) }
-        if let last, let writer { try? writer.push([last]); writer.flush { _ in } }
+        if let last, let writer { try? writer.push(MessageBlock([last])); writer.flush { _ in } }
     }
 
     private func errno(for error: Error) -> Int32 {

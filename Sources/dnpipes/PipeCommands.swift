@@ -74,13 +74,13 @@ struct Push: ParsableCommand {
             if n < 0 { if errno == EINTR { continue }; throw CommandError("reading standard input: \(String(cString: strerror(errno)))") }
             if n == 0 { break }
             do {
-                let messages = try framer.frame(buffer[0..<n])
+                let messages = try buffer.withUnsafeBytes { try framer.frame(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
                 if !messages.isEmpty { try writer.push(messages) }
             } catch {
                 throw CommandError("pipe \(name): \(error)")
             }
         }
-        if let last = framer.finish() { try writer.push([last]) }
+        if let last = framer.finish() { try writer.push(MessageBlock([last])) }
         if let failure = awaitCompletion(writer.flush) { throw CommandError("pipe \(name): messages not durable: \(failure)") }
     }
 }

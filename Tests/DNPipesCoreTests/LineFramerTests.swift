@@ -49,14 +49,29 @@ final class LineFramerTests: XCTestCase {
         XCTAssertEqual(f.pending, [0x80, 0])
     }
 
-    /// A slice that does not start at index 0 frames the same as an array of the same bytes.
-    func testSliceWithNonZeroStartIndex() throws {
+    /// A buffer taken from the middle of a larger one frames the same as an array of the same bytes.
+    func testBufferInsideALargerOne() throws {
         let whole = bytes("garbage|ab\ncd\nef")
         var f = LineFramer(maxMessageBytes: 100)
-        XCTAssertEqual(try f.frame(whole[8...]), [bytes("ab"), bytes("cd")])
+        let block = try whole.withUnsafeBytes { try f.frame(UnsafeRawBufferPointer(rebasing: $0[8...])) }
+        XCTAssertEqual(block.messages, [bytes("ab"), bytes("cd")])
+        XCTAssertEqual(block.count, 2)
         XCTAssertEqual(f.pending, bytes("ef"))
-        XCTAssertEqual(try f.frame(whole[8..<9]), [])
+        let none = try whole.withUnsafeBytes { try f.frame(UnsafeRawBufferPointer(rebasing: $0[8..<9])) }
+        XCTAssertTrue(none.isEmpty)
         XCTAssertEqual(f.pending, bytes("efa"))
+    }
+
+    /// The pending start of a line and the rest of the write share one buffer; ranges leave out newlines.
+    func testBlockLayout() throws {
+        var f = LineFramer(maxMessageBytes: 100)
+        _ = try f.frame(bytes("ab"))
+        let block = try bytes("c\n\nde\nf").withUnsafeBytes { try f.frame($0) }
+        XCTAssertEqual(block.messages, [bytes("abc"), [], bytes("de")])
+        XCTAssertEqual(block.ranges, [0..<3, 4..<4, 5..<7])
+        XCTAssertEqual(block.payloadBytes, 5)
+        XCTAssertEqual(block.largest, 3)
+        XCTAssertEqual(f.pending, bytes("f"))
     }
 
     /// A line of exactly the limit is accepted, complete or pending; one byte more is refused.
