@@ -18,10 +18,13 @@ let package = Package(
         // librdkafka >= 2.3 (scripts/setup builds it into /usr/local where the system's is older).
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka"),
 
+        // CRC-32C with the CPU's instruction, which Swift cannot reach (the embedded store checksums every record).
+        .target(name: "CCRC32C"),
+
         // Pipe semantics: names, framing, cursors, the storage protocol. Knows neither FUSE nor Kafka.
         .target(name: "DNPipesCore"),
         // The embedded durable store: one append-only, checksummed log per pipe.
-        .target(name: "DNPipesEmbedded", dependencies: ["DNPipesCore", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "DNPipesEmbedded", dependencies: ["CCRC32C", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
         // The Kafka backend: pipes are single-partition topics; readers of a pipe share one fetched stream.
         .target(name: "DNPipesKafka", dependencies: ["CRdKafka", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
         // The kernel interface: serves a PipeStore as a FUSE filesystem.

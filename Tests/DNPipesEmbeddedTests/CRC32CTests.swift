@@ -28,7 +28,7 @@ final class CRC32CTests: XCTestCase {
         XCTAssertEqual(referenceCRC32C(Array("123456789".utf8)), 0xE306_9283)
     }
 
-    /// Slicing-by-8 equals the bitwise reference on random buffers of every length 0...100 (covering the
+    /// The checksum (the CPU instruction where there is one) and slicing-by-8 equal the bitwise reference on random buffers of every length 0...100 (covering the
     /// 8-byte loop, the byte tail and both together), also at unaligned start addresses.
     func testMatchesBitwiseReference() {
         var rng = SplitMix64(seed: 0x3C)
@@ -42,6 +42,11 @@ final class CRC32CTests: XCTestCase {
                     CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[shift..<(shift + length)]))
                 }
                 XCTAssertEqual(unaligned, referenceCRC32C(slice), "length \(length) at offset \(shift)")
+                // The table-driven fallback too, where the CPU instruction is used by default.
+                let software = bytes.withUnsafeBytes {
+                    CRC32C.softwareChecksum(UnsafeRawBufferPointer(rebasing: $0[shift..<(shift + length)]))
+                }
+                XCTAssertEqual(software, referenceCRC32C(slice), "software, length \(length) at offset \(shift)")
             }
         }
     }
