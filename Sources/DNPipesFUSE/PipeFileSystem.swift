@@ -84,13 +84,22 @@ public final class PipeFileSystem: @unchecked Sendable {
         case .root:
             if text == ".drain" { return request.reply(entry: directoryAttributes(Inodes.drainDirectory)) }
             if text == ".tail" { return request.reply(entry: directoryAttributes(Inodes.tailDirectory)) }
-            guard let pipe = try? PipeName(validating: text), store.contains(pipe) else { return request.reply(error: ENOENT) }
-            request.reply(entry: pipeAttributes(pipe, view: .pipe))
+            guard let pipe = try? PipeName(validating: text) else { return request.reply(error: ENOENT) }
+            lookUp(request, pipe, view: .pipe)
         case .directory(let view):
-            guard let pipe = try? PipeName(validating: text), store.contains(pipe) else { return request.reply(error: ENOENT) }
-            request.reply(entry: pipeAttributes(pipe, view: view))
+            guard let pipe = try? PipeName(validating: text) else { return request.reply(error: ENOENT) }
+            lookUp(request, pipe, view: view)
         default:
             request.reply(error: ENOTDIR)
+        }
+    }
+
+    /// Answers from memory when the pipe is known; otherwise asks the store on the work queue (a pipe made on
+    /// another host moments ago), so that a FUSE thread never waits on the network.
+    private func lookUp(_ request: Request, _ pipe: PipeName, view: Inodes.View) {
+        if store.contains(pipe) { return request.reply(entry: pipeAttributes(pipe, view: view)) }
+        work.async { [self] in
+            if store.lookUp(pipe) { request.reply(entry: pipeAttributes(pipe, view: view)) } else { request.reply(error: ENOENT) }
         }
     }
 

@@ -19,6 +19,11 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     private let lock = NSLock()
     private var offsets: [Int64] = []
     private var payloads: [[UInt8]] = []
+    /// Running byte totals: `totals[i]` counts the payloads of every message up to and including `i` (from
+    /// `totalsBase`, what the dropped messages before index 0 added up to), so eviction finds its cut points by
+    /// binary search instead of walking thousands of messages on every read.
+    private var totals: [Int] = []
+    private var totalsBase = 0
     private var head = 0
     private var bytes = 0
     /// The window holds every message in `[windowStart, position)`.
@@ -37,18 +42,27 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     private var rewindTo: Int64?
     private var caughtUpWaiters: [DispatchSemaphore] = []
 
-    /// Where the stream starts: one past the pipe's last reset when it was opened on this mount.
-    let floor: Int64
+    /// Whether the stream was asked to start (by the first reader).
+    private var streamRequested = false
+    /// Where the stream starts: one past the pipe's last reset when its first reader opened it here.
+    private(set) var streamStart: Int64 = 0
 
-    init(name: PipeName, topic: String, store: KafkaStore, windowBytes: Int, floor: Int64) {
+    init(name: PipeName, topic: String, store: KafkaStore, windowBytes: Int) {
         self.name = name
         self.topic = topic
         self.store = store
         self.windowBytes = windowBytes
-        self.floor = floor
-        windowStart = floor
-        position = floor
-        resetFloor = floor
+    }
+
+    /// The stream begins at `floor` (or later, after a reset made here meanwhile).
+    func start(at floor: Int64) {
+        lock.lock()
+        let at = max(floor, resetFloor)
+        streamStart = at
+        windowStart = at
+        position = at
+        resetFloor = at
+        lock.unlock()
     }
 
     // MARK: PipeLog
@@ -73,7 +87,7 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         if x >= position {
             // At the front: room for more? Drop what this reader has passed, keeping some history for
             // readers just behind it.
-            if paused && bytes > windowBytes / 2 { evict(below: x, keepBytes: windowBytes / 4) }
+            if paused { evict(below: x, keepBytes: windowBytes / 4) }
             return .nothing
         }
         if x < windowStart {
@@ -99,7 +113,9 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
             total += payloads[i].count + 1
             i += 1
         }
-        if i == offsets.count && paused && bytes > windowBytes / 2 {
+        if paused {
+            // The stream waits for room: make it as soon as a reader has passed enough, so that the next fetch
+            // overlaps with reading the rest of the window instead of starting when it is all read.
             evict(below: offsets[i - 1], keepBytes: windowBytes / 4)
         }
         return outMessages.isEmpty ? .nothing : .messages(MessageBatch(offsets: outOffsets, messages: outMessages))
@@ -111,6 +127,24 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     /// Nothing blocks a thread meanwhile: a timer, then the stream's own notifications.
     func synchronize(completion: @escaping @Sendable () -> Void) {
         let once = Once(completion)
+        lock.lock()
+        let startStream = !streamRequested
+        streamRequested = true
+        lock.unlock()
+        DispatchQueue.global().async { [self] in
+            if startStream { store.startStream(self) }
+            // Until the stream's first fetch answers, the end of the pipe is unknown.
+            if !waitUntilCaughtUp(timeout: store.configuration.connectTimeout) {
+                store.logger.warning("pipe \(name): no answer from the Kafka brokers \(store.configuration.brokers) yet; its reader waits")
+                return once.run()
+            }
+            // A stream that starts now starts from the cluster's own record of the last reset, and its first
+            // fetch brought the end: nothing more to wait for. A running one may lag by one fetch.
+            if startStream { once.run() } else { synchronizeWithCluster(once) }
+        }
+    }
+
+    private func synchronizeWithCluster(_ once: Once) {
         DispatchQueue.global().asyncAfter(deadline: .now() + store.freshFetchInterval) { [self] in
             guard let high = store.cachedHighWatermark(of: topic) else { return once.run() }
             lock.lock()
@@ -180,6 +214,7 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
             } else if r.offset >= resetFloor {
                 offsets.append(r.offset)
                 payloads.append(r.payload)
+                totals.append((totals.last ?? totalsBase) + r.payload.count)
                 bytes += r.payload.count
             }
             changed = true
@@ -247,18 +282,26 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
 
     /// Drops messages below `limit`, except the newest `keepBytes` of them. Called with the lock held.
     private func evict(below limit: Int64, keepBytes: Int) {
-        var end = head
-        while end < offsets.count && offsets[end] < limit { end += 1 }
-        var kept = 0
-        var cut = end
-        while cut > head && kept + payloads[cut - 1].count <= keepBytes { cut -= 1; kept += payloads[cut].count }
+        func totalBefore(_ i: Int) -> Int { i == 0 ? totalsBase : totals[i - 1] }
+        // end: the first message at or after `limit`.
+        var lo = head, hi = offsets.count
+        while lo < hi { let mid = (lo + hi) / 2; if offsets[mid] < limit { lo = mid + 1 } else { hi = mid } }
+        let end = lo
+        // cut: the first message of the newest run below `end` that fits in `keepBytes`.
+        let endTotal = totalBefore(end)
+        lo = head; hi = end
+        while lo < hi { let mid = (lo + hi) / 2; if endTotal - totalBefore(mid) > keepBytes { lo = mid + 1 } else { hi = mid } }
+        let cut = keepBytes == 0 ? end : lo
         guard cut > head else { return }
-        for i in head..<cut { bytes -= payloads[i].count; payloads[i] = [] }
+        bytes -= totalBefore(cut) - totalBefore(head)
+        for i in head..<cut { payloads[i] = [] }
         head = cut
         windowStart = head < offsets.count ? offsets[head] : position
         if head > 4096 && head * 2 > offsets.count {
+            totalsBase = totals[head - 1]
             offsets.removeFirst(head)
             payloads.removeFirst(head)
+            totals.removeFirst(head)
             head = 0
         }
         if paused && bytes <= windowBytes / 2 {
@@ -280,6 +323,8 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         lock.lock()
         offsets = []
         payloads = []
+        totals = []
+        totalsBase = 0
         head = 0
         bytes = 0
         windowStart = offset
@@ -292,7 +337,7 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     func markRemoved() {
         lock.lock()
         removed = true
-        offsets = []; payloads = []; head = 0; bytes = 0
+        offsets = []; payloads = []; totals = []; totalsBase = 0; head = 0; bytes = 0
         let waiters = caughtUpWaiters
         caughtUpWaiters = []
         lock.unlock()

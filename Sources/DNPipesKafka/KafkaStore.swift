@@ -16,9 +16,16 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     /// messages timed out in an outage): the messages in flight then fail, and new pushes go to a new producer.
     private var producer: OpaquePointer
     private let producerLock = NSLock()
+    /// Topic handles of the current producer, by topic (guarded by the producer lock).
+    private var topicHandles: [String: OpaquePointer] = [:]
+    /// Signalled after each batch of delivery reports: writers held back by a full local queue try again.
+    private let roomMade = NSCondition()
     private let consumer: OpaquePointer
     let admin: OpaquePointer
     private let consumerQueue: OpaquePointer
+    /// librdkafka writes to this pipe when the consumer queue gets messages, and `wakeConsumer` when the
+    /// consumer thread has requests to apply: the thread sleeps in poll() on it, never on a timer.
+    private let consumerWake: (read: Int32, write: Int32)
 
     private let lock = NSLock()
     private var names: Set<PipeName> = []
@@ -44,14 +51,26 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             // Partitions are assigned directly, never through a group: the id only satisfies librdkafka.
             ("group.id", "dnpipes-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"),
             ("enable.auto.commit", "false"), ("enable.partition.eof", "true"), ("auto.offset.reset", "earliest"),
-            ("fetch.wait.max.ms", "100"), ("queued.max.messages.kbytes", "4096"),
+            ("fetch.wait.max.ms", "100"),
+            // The consumer thread empties the local queue into the streams at once; when it has not (a stream is
+            // full), a fetch waits 10 ms rather than librdkafka's default second before trying again.
+            ("queued.max.messages.kbytes", "8192"), ("fetch.queue.backoff.ms", "10"),
             ("fetch.message.max.bytes", messageMax), ("client.id", "dnpipes-consumer"),
             ("allow.auto.create.topics", "false"),
         ], configuration: configuration)
-        admin = try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [("client.id", "dnpipes-admin")],
+        // Looking up a name must never create a topic of that name, whatever the brokers' auto-creation says.
+        admin = try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [("client.id", "dnpipes-admin"), ("allow.auto.create.topics", "false")],
                                      configuration: configuration)
         rd_kafka_poll_set_consumer(consumer)
         consumerQueue = rd_kafka_queue_get_consumer(consumer)
+        var wake: [Int32] = [0, 0]
+        guard pipe(&wake) == 0 else { throw PipeError.io("pipe: \(String(cString: strerror(errno)))") }
+        for fd in wake {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        consumerWake = (wake[0], wake[1])
+        rd_kafka_queue_io_event_enable(consumerQueue, wake[1], "1", 1)
 
         logger.info("connecting to Kafka: \(configuration.loggable)")
         if let error = refreshMetadata(timeout: configuration.connectTimeout) {
@@ -61,7 +80,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         start("dnpipes-kafka-producer") { [unowned self] in
             while isRunning {
                 let current = currentProducer
-                rd_kafka_poll(current, 200)
+                serveDeliveryReports(current, timeout: 200)
                 replaceProducerIfFatal(current)
             }
         }
@@ -77,16 +96,44 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     }
 
     private static func makeProducer(_ configuration: KafkaConfiguration, deliveries: DeliveryTable) throws -> OpaquePointer {
-        let table = Unmanaged.passUnretained(deliveries).toOpaque()
         let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
         return try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [
             ("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2"),
             ("message.timeout.ms", "30000"), ("message.max.bytes", messageMax),
             ("client.id", "dnpipes-producer"),
         ], configuration: configuration) { conf in
-            rd_kafka_conf_set_opaque(conf, table)
-            rd_kafka_conf_set_dr_msg_cb(conf, deliveryReport)
+            // Delivery reports come as events carrying a batch of messages each (see serveDeliveryReports).
+            rd_kafka_conf_set_events(conf, Int32(RD_KAFKA_EVENT_DR))
         }
+    }
+
+    /// Waits up to `timeout` ms for one delivery report event and hands its messages' outcomes to their
+    /// writers, a call per writer per event rather than per message. Returns whether there was an event.
+    @discardableResult
+    private func serveDeliveryReports(_ producer: OpaquePointer, timeout: Int32) -> Bool {
+        let queue = rd_kafka_queue_get_main(producer)
+        defer { rd_kafka_queue_destroy(queue) }
+        guard let event = rd_kafka_queue_poll(queue, timeout) else { return false }
+        defer { rd_kafka_event_destroy(event) }
+        guard rd_kafka_event_type(event) == RD_KAFKA_EVENT_DR else { return true }
+        var reports: [Int: DeliveryReport] = [:]
+        var messages = [UnsafePointer<rd_kafka_message_t>?](repeating: nil, count: 1024)
+        while true {
+            let n = rd_kafka_event_message_array(event, &messages, messages.count)
+            if n == 0 { break }
+            for i in 0..<n {
+                guard let m = messages[i]?.pointee else { continue }
+                let err = m.err
+                if err == RD_KAFKA_RESP_ERR_PRODUCER_FENCED || err == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH
+                    || err == RD_KAFKA_RESP_ERR__FENCED {
+                    deliveries.noteFenced()
+                }
+                reports[Int(bitPattern: m._private), default: DeliveryReport()].add(error: err, offset: m.offset)
+            }
+        }
+        for (token, report) in reports { deliveries.target(token)?.delivered(report) }
+        roomMade.lock(); roomMade.broadcast(); roomMade.unlock()
+        return true
     }
 
     private var currentProducer: OpaquePointer {
@@ -109,9 +156,12 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         }
         producerLock.lock()
         producer = fresh
+        let handles = topicHandles
+        topicHandles = [:]
         producerLock.unlock()
+        handles.values.forEach { rd_kafka_topic_destroy($0) }
         rd_kafka_purge(current, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
-        rd_kafka_poll(current, 0)   // delivers the failure reports of what was purged
+        while serveDeliveryReports(current, timeout: 0) {}   // the failure reports of what was purged
         rd_kafka_destroy(current)
     }
 
@@ -185,6 +235,25 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     public func contains(_ name: PipeName) -> Bool {
         lock.lock(); defer { lock.unlock() }
         return names.contains(name)
+    }
+
+    /// Asks the brokers about one topic when the cached names do not have it.
+    public func lookUp(_ name: PipeName) -> Bool {
+        if contains(name) { return true }
+        let topicName = topic(for: name)
+        guard pipeName(forTopic: topicName) == name else { return false }   // internal topics stay hidden
+        guard topicName.utf8.count <= PipeName.maxLength, let handle = rd_kafka_topic_new(admin, topicName, nil) else { return false }
+        defer { rd_kafka_topic_destroy(handle) }
+        var md: UnsafePointer<rd_kafka_metadata>?
+        guard rd_kafka_metadata(admin, 0, handle, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return false }
+        defer { rd_kafka_metadata_destroy(md) }
+        guard md.pointee.topic_cnt > 0, md.pointee.topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR,
+              md.pointee.topics[0].partition_cnt > 0 else { return false }
+        lock.lock()
+        names.insert(name)
+        createdAt[name] = Date()   // until every broker's metadata lists it
+        lock.unlock()
+        return true
     }
 
     @discardableResult
@@ -261,30 +330,45 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     public func open(_ name: PipeName) throws -> PipeLog? {
         guard contains(name) else { return nil }
         lock.lock()
-        var pipe = pipes[name]
-        lock.unlock()
-        if pipe == nil {
-            // A pipe new to this mount: its stream starts where its last reset left it.
-            let floor = try resetFloor(of: topic(for: name))
-            lock.lock()
-            if let existing = pipes[name] {
-                pipe = existing
-            } else {
-                let fresh = KafkaPipe(name: name, topic: topic(for: name), store: self, windowBytes: configuration.windowBytes, floor: floor)
-                pipes[name] = fresh
-                toAssign.append(fresh)
-                pipe = fresh
-            }
-            lock.unlock()
-        }
-        guard let pipe else { return nil }
-        wakeConsumer()
-        // Until the stream's first fetch answers, the end of the pipe is unknown; opening waits for that (on a
-        // work queue, never a FUSE thread).
-        guard pipe.waitUntilCaughtUp(timeout: max(configuration.connectTimeout, 30)) else {
-            throw PipeError.unavailable("pipe \(name): no answer from the Kafka brokers \(configuration.brokers)")
-        }
+        defer { lock.unlock() }
+        if let existing = pipes[name] { return existing }
+        // The stream starts with the first reader (synchronize): a mount that only writes a pipe never reads it.
+        let pipe = KafkaPipe(name: name, topic: topic(for: name), store: self, windowBytes: configuration.windowBytes)
+        pipes[name] = pipe
         return pipe
+    }
+
+    /// Fetches the topic's metadata into the consumer, so that its first fetch goes to the partition's leader at
+    /// once. A partition assigned before the consumer knows its leader waits for a retry timer (about a second).
+    private func learnLeader(of topic: String) {
+        guard let handle = rd_kafka_topic_new(consumer, topic, nil) else { return }
+        defer { rd_kafka_topic_destroy(handle) }
+        var md: UnsafePointer<rd_kafka_metadata>?
+        if rd_kafka_metadata(consumer, 0, handle, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR, let md {
+            rd_kafka_metadata_destroy(md)
+        }
+    }
+
+    /// Starts reading a pipe into its shared stream, where its last reset left it. Waits on the network (not
+    /// on a FUSE thread): retries until the brokers answer, the pipe is deleted, or the mount stops.
+    func startStream(_ pipe: KafkaPipe) {
+        var warned = false
+        while isRunning && !pipe.isRemoved {
+            do {
+                let floor = try resetFloor(of: pipe.topic)
+                learnLeader(of: pipe.topic)
+                pipe.start(at: floor)
+                lock.lock()
+                if pipes[pipe.name] === pipe { toAssign.append(pipe) }
+                lock.unlock()
+                wakeConsumer()
+                return
+            } catch {
+                if !warned { logger.warning("pipe \(pipe.name): cannot start reading yet, retrying: \(error)") }
+                warned = true
+                usleep(500_000)
+            }
+        }
     }
 
     public func shutdown() {
@@ -300,14 +384,66 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     }
 
     private func shutdownClients() {
+        rd_kafka_queue_io_event_enable(consumerQueue, -1, nil, 0)
         rd_kafka_queue_destroy(consumerQueue)
+        close(consumerWake.read)
+        close(consumerWake.write)
         rd_kafka_consumer_close(consumer)
         rd_kafka_destroy(consumer)
+        topicHandles.values.forEach { rd_kafka_topic_destroy($0) }
+        topicHandles = [:]
         rd_kafka_destroy(producer)
         rd_kafka_destroy(admin)
     }
 
     // MARK: Producing
+
+    /// Hands a block of messages to the producer in one call (rd_kafka_produce_batch on a cached topic
+    /// handle), holding the producer lock once for the block. Returns how many were queued and the error that
+    /// stopped the rest, if any. A full local queue stops a batch at a message and fails every one after it,
+    /// so what is queued is always a prefix, in order; the rest is retried once deliveries make room.
+    func produce(topic: String, messages: MessageBlock, token: Int) -> (queued: Int, error: rd_kafka_resp_err_t) {
+        let opaque = UnsafeMutableRawPointer(bitPattern: token)
+        let count = messages.count
+        var batch = [rd_kafka_message_t](repeating: rd_kafka_message_t(), count: count)
+        var queued = 0
+        var deadline: Date?
+        return messages.bytes.withUnsafeBytes { raw in
+            for (i, r) in messages.ranges.enumerated() {
+                batch[i].payload = raw.baseAddress.map { UnsafeMutableRawPointer(mutating: $0 + r.lowerBound) }
+                batch[i].len = r.count
+                batch[i]._private = opaque
+            }
+            producerLock.lock()
+            defer { producerLock.unlock() }
+            while true {
+                guard let handle = topicHandle(topic) else { return (queued, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) }
+                let n = batch.withUnsafeMutableBufferPointer { all in
+                    rd_kafka_produce_batch(handle, 0, RD_KAFKA_MSG_F_COPY, all.baseAddress! + queued, Int32(count - queued))
+                }
+                queued += Int(max(n, 0))
+                if queued == count { return (queued, RD_KAFKA_RESP_ERR_NO_ERROR) }
+                let err = batch[queued].err
+                // A full local queue pushes back on the writer, for at most 30 s.
+                guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else { return (queued, err) }
+                if deadline == nil { deadline = Date().addingTimeInterval(30) }
+                guard Date() < deadline! else { return (queued, err) }
+                producerLock.unlock()
+                roomMade.lock()
+                _ = roomMade.wait(until: Date().addingTimeInterval(0.1))
+                roomMade.unlock()
+                producerLock.lock()
+            }
+        }
+    }
+
+    /// The current producer's handle for a topic. Called with the producer lock held.
+    private func topicHandle(_ topic: String) -> OpaquePointer? {
+        if let handle = topicHandles[topic] { return handle }
+        let handle = rd_kafka_topic_new(producer, topic, nil)
+        topicHandles[topic] = handle
+        return handle
+    }
 
     func produce(topic: String, payload: [UInt8], token: Int, marker: Bool) -> rd_kafka_resp_err_t {
         let opaque = UnsafeMutableRawPointer(bitPattern: token)
@@ -405,7 +541,18 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         return err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
     }
 
-    func wakeConsumer() { rd_kafka_queue_yield(consumerQueue) }
+    func wakeConsumer() {
+        var byte: UInt8 = 1
+        _ = write(consumerWake.write, &byte, 1)   // a full pipe already means "wake up"
+    }
+
+    /// Sleeps until the consumer queue has messages, a request arrives, or `timeout` ms pass.
+    private func waitForConsumerWork(timeout: Int32) {
+        var pfd = pollfd(fd: consumerWake.read, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, timeout)
+        var drain = [UInt8](repeating: 0, count: 256)
+        while read(consumerWake.read, &drain, drain.count) > 0 {}
+    }
 
     func partitionList(_ topic: String, offset: Int64) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
         let list = rd_kafka_topic_partition_list_new(1)!
@@ -428,9 +575,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             lock.lock(); pausedTopics.remove(topic); lock.unlock()
         }
         for pipe in assign {
-            // Below the low watermark (retention, DeleteRecords), auto.offset.reset=earliest starts at the oldest.
-            let start = pipe.floor > 0 ? pipe.floor : Int64(RD_KAFKA_OFFSET_BEGINNING)
-            let list = partitionList(pipe.topic, offset: start)
+            // An explicit offset needs no offset query before the first fetch. Below the low watermark
+            // (retention, DeleteRecords), auto.offset.reset=earliest starts at the oldest message.
+            let list = partitionList(pipe.topic, offset: pipe.streamStart)
             if let error = rd_kafka_incremental_assign(consumer, list) {
                 logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
                 rd_kafka_error_destroy(error)
@@ -464,14 +611,22 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 1024)
         while isRunning {
             applyRequests()
-            let n = rd_kafka_consume_batch_queue(consumerQueue, 200, &batch, batch.count)
-            guard n > 0 else { continue }
+            let n = rd_kafka_consume_batch_queue(consumerQueue, 0, &batch, batch.count)
+            guard n > 0 else {
+                waitForConsumerWork(timeout: 200)
+                continue
+            }
             var records: [String: [(offset: Int64, payload: [UInt8], isMarker: Bool)]] = [:]
             var ends: [String: Int64] = [:]
+            // A batch holds runs of one partition's messages: name the topic once per run, not per message.
+            var lastTopic: (handle: OpaquePointer?, name: String) = (nil, "")
             for i in 0..<n {
                 guard let m = batch[i] else { continue }
-                let topic = String(cString: dnp_message_topic(m))
                 let msg = m.pointee
+                if msg.rkt != lastTopic.handle || lastTopic.handle == nil {
+                    lastTopic = (msg.rkt, String(cString: dnp_message_topic(m)))
+                }
+                let topic = lastTopic.name
                 if msg.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
                     ends[topic] = msg.offset
                 } else if msg.err != RD_KAFKA_RESP_ERR_NO_ERROR {
@@ -513,17 +668,4 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             }
         }
     }
-}
-
-/// librdkafka's delivery report callback, on the producer's poll thread: routes each message's report to
-/// the writer (or one-off) whose token rode along as the message opaque.
-private let deliveryReport: @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = { _, message, opaque in
-    guard let message, let opaque else { return }
-    let table = Unmanaged<DeliveryTable>.fromOpaque(opaque).takeUnretainedValue()
-    let token = Int(bitPattern: message.pointee._private)
-    let err = message.pointee.err
-    if err == RD_KAFKA_RESP_ERR_PRODUCER_FENCED || err == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH || err == RD_KAFKA_RESP_ERR__FENCED {
-        table.noteFenced()
-    }
-    table.target(token)?.delivered(error: err, offset: message.pointee.offset)
 }

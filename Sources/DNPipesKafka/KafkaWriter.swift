@@ -4,7 +4,25 @@ import DNPipesCore
 
 /// Receives delivery reports for the messages it produced.
 protocol DeliveryTarget: AnyObject {
-    func delivered(error: rd_kafka_resp_err_t, offset: Int64)
+    func delivered(_ report: DeliveryReport)
+}
+
+/// The outcome of some of one target's messages, from one delivery report event.
+struct DeliveryReport {
+    var count = 0
+    /// The first failure among them.
+    var error = RD_KAFKA_RESP_ERR_NO_ERROR
+    /// The highest offset acknowledged among them (-1 if none).
+    var lastOffset: Int64 = -1
+
+    mutating func add(error err: rd_kafka_resp_err_t, offset: Int64) {
+        count += 1
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            if error == RD_KAFKA_RESP_ERR_NO_ERROR { error = err }
+        } else {
+            lastOffset = max(lastOffset, offset)
+        }
+    }
 }
 
 /// A writer on Kafka. `push` hands messages to librdkafka and returns at once; each message's delivery
@@ -27,19 +45,22 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
 
     deinit { store.deliveries.unregister(token) }
 
-    func push(_ messages: [[UInt8]]) throws {
-        for message in messages {
-            lock.lock(); inFlight += 1; lock.unlock()
-            let err = store.produce(topic: pipe.topic, payload: message, token: token, marker: false)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                lock.lock(); inFlight -= 1; lock.unlock()
-                completeIfIdle()
-                if err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE {
-                    throw PipeError.messageTooLarge(size: message.count, limit: store.configuration.maxMessageBytes)
-                }
-                throw PipeError.io("pipe \(pipe.name): Kafka refused a message: \(KafkaHandle.describe(err))")
-            }
+    func push(_ messages: MessageBlock) throws {
+        guard !messages.isEmpty else { return }
+        // Checked before anything is queued, so that a refused write stores none of its messages.
+        let largest = messages.largest
+        if largest > store.configuration.maxMessageBytes {
+            throw PipeError.messageTooLarge(size: largest, limit: store.configuration.maxMessageBytes)
         }
+        lock.lock(); inFlight += messages.count; lock.unlock()
+        let (queued, err) = store.produce(topic: pipe.topic, messages: messages, token: token)
+        guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return }
+        lock.lock(); inFlight -= messages.count - queued; lock.unlock()
+        completeIfIdle()
+        if err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE {
+            throw PipeError.messageTooLarge(size: largest, limit: store.configuration.maxMessageBytes)
+        }
+        throw PipeError.io("pipe \(pipe.name): Kafka refused a message: \(KafkaHandle.describe(err))")
     }
 
     func flush(completion: @escaping @Sendable (Error?) -> Void) {
@@ -49,14 +70,12 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
         completeIfIdle()
     }
 
-    func delivered(error: rd_kafka_resp_err_t, offset: Int64) {
+    func delivered(_ report: DeliveryReport) {
         lock.lock()
-        inFlight -= 1
-        if error != RD_KAFKA_RESP_ERR_NO_ERROR {
-            if failure == nil { failure = error }
-        }
+        inFlight -= report.count
+        if report.error != RD_KAFKA_RESP_ERR_NO_ERROR && failure == nil { failure = report.error }
         lock.unlock()
-        if error == RD_KAFKA_RESP_ERR_NO_ERROR { pipe.acknowledged(offset: offset) }
+        if report.lastOffset >= 0 { pipe.acknowledged(offset: report.lastOffset) }
         completeIfIdle()
     }
 
@@ -82,7 +101,7 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
 final class OneDelivery: DeliveryTarget {
     let done: (rd_kafka_resp_err_t, Int64) -> Void
     init(_ done: @escaping (rd_kafka_resp_err_t, Int64) -> Void) { self.done = done }
-    func delivered(error: rd_kafka_resp_err_t, offset: Int64) { done(error, offset) }
+    func delivered(_ report: DeliveryReport) { done(report.error, report.lastOffset) }
 }
 
 /// Maps the integers given to librdkafka as message opaques back to their targets. Writers are held weakly

@@ -43,6 +43,28 @@ final class KafkaClusterTests: MountTestCase {
         XCTAssertEqual(ok("cat .drain/p"), "only\n", "the next push is the only message")
     }
 
+    /// A host that opens a pipe after a reset elsewhere starts past it (the reset is recorded with the cluster),
+    /// and so does the command-line client.
+    func testResetBeforeTheOtherHostFirstOpensThePipe() {
+        ok("seq 1 3 > p; truncate -s 0 p; echo after > p")
+        eventually("test -e \"$ROOT/mnt2/p\"")
+        XCTAssertEqual(ok("cat \"$ROOT/mnt2/.drain/p\""), "after\n")
+        XCTAssertEqual(ok("\"$DNPIPES\" pull $BACKEND --exit-at-end p"), "after\n")
+    }
+
+    /// A pipe much larger than a mount's read window (8 MiB), read whole on a mount that never opened it:
+    /// the stream starts at the last reset and serves readers while it fetches the rest.
+    func testPipeLargerThanTheWindowIsReadWholeElsewhere() {
+        ok("seq 1 10 > p; truncate -s 0 p")
+        ok("seq -f '%0100g' 1 150000 > p", timeout: 120)
+        eventually("test -e \"$ROOT/mnt2/p\"")
+        let out = ok("""
+        cat "$ROOT/mnt2/.drain/p" > "$ROOT/out"
+        cmp "$ROOT/out" <(seq -f '%0100g' 1 150000) && echo whole-and-in-order
+        """, timeout: 120)
+        XCTAssertEqual(out, "whole-and-in-order\n")
+    }
+
     func testTwentyThousandLinesCrossInOrderNoneLostOrDoubled() {
         ok("mkfifo p")
         eventually("test -e \"$ROOT/mnt2/p\"")
