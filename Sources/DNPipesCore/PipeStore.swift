@@ -95,7 +95,8 @@ extension PipeStore {
 
 extension PipeWriter {
     /// Pushes messages given one array each.
-    public func push(_ messages: [[UInt8]]) throws { try push(MessageBlock(messages)) }
+    public func push(_ messages: [[UInt8]]) throws { try push(MessageBlock(messages), accepted: {}) }
+    public func push(_ messages: MessageBlock) throws { try push(messages, accepted: {}) }
 }
 
 extension PipeLog {
@@ -114,7 +115,12 @@ extension PipeLog {
 public protocol PipeWriter: AnyObject, Sendable {
     /// Queues messages for the pipe, in order, without waiting for durability. Throws if they cannot even be
     /// queued (too large for the backend, the pipe is gone); then none of them is stored.
-    func push(_ messages: MessageBlock) throws
+    ///
+    /// A backend may call `accepted` (at most once) when the messages are sure to be next in the pipe and
+    /// visible to readers in that order, before its remaining work; the caller may then let its writer go on.
+    /// An error thrown after `accepted` concerns that remaining work (a disk error): the caller reports it
+    /// at the next flush.
+    func push(_ messages: MessageBlock, accepted: () -> Void) throws
     /// Completes when every message pushed through this writer is durable, or with the first error.
     func flush(completion: @escaping @Sendable (Error?) -> Void)
 }

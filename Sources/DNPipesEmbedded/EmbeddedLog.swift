@@ -186,17 +186,21 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     // MARK: Writing
 
-    func append(_ messages: MessageBlock) throws {
+    /// Appends messages. `accepted` runs once they are sure to be next in the pipe, before they are encoded
+    /// and written: the lock is held from there to the end, so a reader or `bounds()` sees them once it gets
+    /// the lock, and the caller can let its writer go on while the checksums and the write are done.
+    func append(_ messages: MessageBlock, accepted: () -> Void = {}) throws {
         guard !messages.isEmpty else { return }
         let largest = messages.largest
         if largest > config.maxMessageBytes {
             throw PipeError.messageTooLarge(size: largest, limit: config.maxMessageBytes)
         }
-        let encoded = RecordFormat.encode(messages)
-        let sizes = messages.ranges.map { $0.count + RecordFormat.headerSize }
         lock.lock()
         do {
             if removed { throw PipeError.removed(name) }
+            accepted()
+            let encoded = RecordFormat.encode(messages)
+            let sizes = messages.ranges.map { $0.count + RecordFormat.headerSize }
             var active = segments[segments.count - 1]
             if active.size >= config.segmentBytes {
                 active = try Segment.create(directory: directory, base: end)
@@ -279,6 +283,6 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 final class EmbeddedWriter: PipeWriter, @unchecked Sendable {
     private let log: EmbeddedLog
     init(log: EmbeddedLog) { self.log = log }
-    func push(_ messages: MessageBlock) throws { try log.append(messages) }
+    func push(_ messages: MessageBlock, accepted: () -> Void) throws { try log.append(messages, accepted: accepted) }
     func flush(completion: @escaping @Sendable (Error?) -> Void) { log.sync(completion: completion) }
 }

@@ -32,15 +32,13 @@ public enum RecordFormat {
             let raw = UnsafeMutableRawBufferPointer(out)
             var at = 0
             block.forEachPayload { payload in
-                let length = UInt32(payload.count)
-                var lengthLE = length.littleEndian
-                let lengthCRC = withUnsafeBytes(of: &lengthLE) { CRC32C.checksum($0) }
-                let crc = CRC32C.checksum(payload, seed: lengthCRC)
-                raw.storeBytes(of: crc.littleEndian, toByteOffset: at, as: UInt32.self)
-                raw.storeBytes(of: lengthLE, toByteOffset: at + 4, as: UInt32.self)
+                raw.storeBytes(of: UInt32(payload.count).littleEndian, toByteOffset: at + 4, as: UInt32.self)
                 if payload.count > 0 {
                     (raw.baseAddress! + at + headerSize).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
                 }
+                // One pass over the length and the payload, just copied and still in cache.
+                let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[(at + 4)..<(at + headerSize + payload.count)]))
+                raw.storeBytes(of: crc.littleEndian, toByteOffset: at, as: UInt32.self)
                 at += headerSize + payload.count
             }
             initialized = at

@@ -25,6 +25,9 @@ final class OpenPipe: @unchecked Sendable {
     private let writer: PipeWriter?
     private var observer: Int?
     private var parked: [(request: Request, size: Int, token: UInt64)] = []
+    /// A failure after a write was already answered (the store accepted it, then the disk failed): later
+    /// writes of this handle are refused and every later flush reports it, so its close() says EIO.
+    private var deferredFailure: Error?
     private var pollHandle: OpaquePointer?
 
     init(fh: UInt64, log: PipeLog, view: Inodes.View, flags: Int32, maxMessageBytes: Int,
@@ -176,11 +179,26 @@ final class OpenPipe: @unchecked Sendable {
         guard let writer else { request.reply(error: EBADF); return }
         lock.lock()
         defer { lock.unlock() }
+        if deferredFailure != nil {
+            // An earlier write of this handle was not stored: refuse the rest rather than store a gap.
+            return request.reply(error: EIO)
+        }
         let before = framer
+        var answered = false
         do {
             let messages = try framer.frame(bytes)
-            if !messages.isEmpty { try writer.push(messages) }
-            request.reply(written: bytes.count)
+            if !messages.isEmpty {
+                // The store may accept the messages before writing them: the writer goes on meanwhile, and the
+                // next write on this handle waits for our lock, so order is kept.
+                try writer.push(messages) {
+                    request.reply(written: bytes.count)
+                    answered = true
+                }
+            }
+            if !answered { request.reply(written: bytes.count) }
+        } catch where answered {
+            logger.error("pipe \(log.name): storing an accepted write of \(bytes.count) bytes failed, close() will report it: \(error)")
+            if deferredFailure == nil { deferredFailure = error }
         } catch {
             framer = before
             if let refused = error as? LineFramer.MessageTooLarge { framer.abandon(refused) }
@@ -203,11 +221,12 @@ final class OpenPipe: @unchecked Sendable {
                 return
             }
         }
+        let earlier = deferredFailure
         lock.unlock()
         let name = log.name
         let logger = self.logger
         writer.flush { error in
-            if let error {
+            if let error = error ?? earlier {
                 logger.error("pipe \(name): messages not made durable: \(error)")
                 request.reply(error: EIO)
             } else {

@@ -45,7 +45,8 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
 
     deinit { store.deliveries.unregister(token) }
 
-    func push(_ messages: MessageBlock) throws {
+    /// Producing is all the work there is (delivery is what flush waits for), so `accepted` is not used.
+    func push(_ messages: MessageBlock, accepted: () -> Void) throws {
         guard !messages.isEmpty else { return }
         // Checked before anything is queued, so that a refused write stores none of its messages.
         let largest = messages.largest
