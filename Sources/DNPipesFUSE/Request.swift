@@ -58,6 +58,9 @@ struct Attributes {
     /// How long the kernel may cache the entry and attributes, in seconds.
     var timeout: Double
 
+    /// Equal to max_write (see dnp_conn_setup).
+    static let preferredIOSize = 1 << 20
+
     func stat() -> Glibc.stat {
         var st = Glibc.stat()
         st.st_ino = UInt(ino)
@@ -66,7 +69,9 @@ struct Attributes {
         st.st_uid = uid
         st.st_gid = gid
         st.st_size = 0
-        st.st_blksize = 1 << 16
+        // The preferred I/O size: programs that size their buffers by it (cat, cp, dd without bs) then read
+        // and write 1 MiB at a time, the largest FUSE request, instead of 64 or 128 KiB.
+        st.st_blksize = Attributes.preferredIOSize
         st.st_atim = time
         st.st_mtim = time
         st.st_ctim = time
