@@ -96,7 +96,7 @@ final class ClientRoundTrip {
         ])
         rd_kafka_poll_set_consumer(consumer)
         let list = rd_kafka_topic_partition_list_new(1)!
-        rd_kafka_topic_partition_list_add(list, topic, 0).pointee.offset = Int64(RD_KAFKA_OFFSET_END)
+        rd_kafka_topic_partition_list_add(list, topic, 0).pointee.offset = Int64(RD_KAFKA_OFFSET_BEGINNING)   // a new, empty topic
         rd_kafka_assign(consumer, list)
         rd_kafka_topic_partition_list_destroy(list)
     }

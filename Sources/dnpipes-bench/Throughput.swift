@@ -61,7 +61,9 @@ struct EmbeddedThroughput {
             let readFile = { pullFile.append(try countLines("cat \(q(plain))", expect: lines)) }
             if r % 2 == 0 { try readFS(); try readFile() } else { try readFile(); try readFS() }
             progress("embedded round \(r + 1)/\(rounds): push \(fmt(pushFS.last!)) s vs file+fsync \(fmt(pushFile.last!)) s; pull \(fmt(pullFS.last!)) s vs file \(fmt(pullFile.last!)) s")
+            // Both sides start each round with the same amount of data on disk.
             unlink(plain)
+            try shell("rm \(q(mount.path + "/embedded-\(r)"))")
         }
         return [
             throughput("push (embedded store)", peer: "plain file + fsync", lines: lines, dnpipes: pushFS, peer: pushFile, atLeast: 0.5),
