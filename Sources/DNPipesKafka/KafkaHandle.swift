@@ -9,7 +9,10 @@ enum KafkaHandle {
                      configure: ((OpaquePointer) -> Void)? = nil) throws -> OpaquePointer {
         let conf = rd_kafka_conf_new()!
         var errstr = [CChar](repeating: 0, count: 512)
-        for (key, value) in [("bootstrap.servers", configuration.brokers)] + defaults + configuration.properties {
+        // A broker that comes back is reconnected to within a second (librdkafka backs off up to 10 s by
+        // default, long enough for a waiting close() to time out after the broker is already back).
+        let common = [("bootstrap.servers", configuration.brokers), ("reconnect.backoff.max.ms", "1000")]
+        for (key, value) in common + defaults + configuration.properties {
             if rd_kafka_conf_set(conf, key, value, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
                 rd_kafka_conf_destroy(conf)
                 let shown = KafkaConfiguration.isSecret(key) ? "<redacted>" : value

@@ -1,0 +1,125 @@
+import Foundation
+import XCTest
+
+/// Pieces for tests in which the broker goes away: a TCP relay in front of it (cutting the relay is what an
+/// outage looks like to a daemon; pointing it at a new port is how a restarted broker is reached), and a tansu
+/// broker whose storage (S3 on a local moto server) outlives it. Every process is bounded by `timeout`.
+enum BrokerRig {
+    /// Forwards 127.0.0.1:`listen` to 127.0.0.1:`target` until `stopRelay`. Returns once it accepts.
+    static func startRelay(listen: Int, target: Int) -> Bool {
+        shell("""
+        nohup timeout 900 python3 -c '
+        import asyncio
+        async def pump(r, w):
+            try:
+                while True:
+                    data = await r.read(65536)
+                    if not data: break
+                    w.write(data); await w.drain()
+            except Exception: pass
+            finally: w.close()
+        async def handle(cr, cw):
+            try: sr, sw = await asyncio.open_connection("127.0.0.1", \(target))
+            except Exception: cw.close(); return
+            await asyncio.gather(pump(cr, sw), pump(sr, cw))
+        async def main():
+            server = await asyncio.start_server(handle, "127.0.0.1", \(listen), reuse_address=True)
+            async with server: await server.serve_forever()
+        asyncio.run(main())
+        ' relay-\(listen) > /dev/null 2>&1 &
+        for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/\(listen)) 2>/dev/null && exit 0; sleep 0.1; done
+        exit 1
+        """, timeout: 30).status == 0
+    }
+
+    /// Stops the relay, cutting every connection through it at once.
+    static func stopRelay(listen: Int) {
+        shell("pkill -f 'relay-\(listen)' ; for i in $(seq 50); do pgrep -f 'relay-\(listen)' >/dev/null || exit 0; sleep 0.1; done", timeout: 10)
+    }
+
+    /// Waits until something accepts connections on the port.
+    static func waitForListener(_ port: Int, seconds: Int = 20) -> Bool {
+        shell("for i in $(seq \(seconds * 10)); do (exec 3<>/dev/tcp/127.0.0.1/\(port)) 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+              timeout: seconds + 5).status == 0
+    }
+}
+
+/// A tansu broker on S3 storage (a moto server on loopback), so that messages survive stopping it.
+final class S3BackedBroker {
+    let s3Port = freeLoopbackPort()
+    let advertisedPort: Int
+    private(set) var brokerPort = 0
+    private var moto: Process?
+    private var tansu: Process?
+    private let logDirectory: String
+
+    init(advertisedPort: Int, logDirectory: String) {
+        self.advertisedPort = advertisedPort
+        self.logDirectory = logDirectory
+    }
+
+    /// Starts moto and creates the bucket; nil on success, else why not.
+    func startStorage() -> String? {
+        guard let motoServer = findExecutable("moto_server") else { return "moto_server is not installed (scripts/setup --test installs it)" }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        p.arguments = ["900", motoServer, "-H", "127.0.0.1", "-p", String(s3Port)]
+        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        do { try p.run() } catch { return "cannot start moto_server: \(error)" }
+        moto = p
+        guard BrokerRig.waitForListener(s3Port) else { return "moto_server did not listen on \(s3Port)" }
+        let r = shell("""
+        python3 -c "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:\(s3Port)', aws_access_key_id='test', \
+        aws_secret_access_key='test', region_name='us-east-1').create_bucket(Bucket='tansu')"
+        """, timeout: 30)
+        return r.status == 0 ? nil : "cannot create the bucket: \(r.stderr)"
+    }
+
+    /// Starts tansu on a fresh port (a restarted broker cannot always bind its old port while connections to
+    /// it linger in TIME_WAIT); clients reach it through the relay on `advertisedPort`.
+    func startBroker() -> String? {
+        guard let path = findExecutable("tansu") else { return "tansu is not installed" }
+        brokerPort = freeLoopbackPort()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        p.arguments = ["900", path, "broker", "--storage-engine", "s3://tansu/",
+                       "--listener-url", "tcp://127.0.0.1:\(brokerPort)",
+                       "--advertised-listener-url", "tcp://127.0.0.1:\(advertisedPort)"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["AWS_ENDPOINT"] = "http://127.0.0.1:\(s3Port)"
+        environment["AWS_ALLOW_HTTP"] = "true"
+        environment["AWS_ACCESS_KEY_ID"] = "test"
+        environment["AWS_SECRET_ACCESS_KEY"] = "test"
+        environment["AWS_DEFAULT_REGION"] = "us-east-1"
+        p.environment = environment
+        let log = logDirectory + "/tansu-\(brokerPort).log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        p.standardOutput = FileHandle(forWritingAtPath: log)
+        p.standardError = FileHandle(forWritingAtPath: log)
+        do { try p.run() } catch { return "cannot start tansu: \(error)" }
+        tansu = p
+        return BrokerRig.waitForListener(brokerPort) ? nil : "tansu did not listen on \(brokerPort) (\(log))"
+    }
+
+    /// Stops the broker process (SIGTERM, then SIGKILL after 5 s: the `timeout` wrapper passes both on).
+    func stopBroker() {
+        guard let p = tansu else { return }
+        p.terminate()
+        let deadline = Date().addingTimeInterval(5)
+        while p.isRunning && Date() < deadline { usleep(50_000) }
+        if p.isRunning {
+            shell("pkill -KILL -f 'listener-url tcp://127.0.0.1:\(brokerPort)( |$)'", timeout: 10)
+            kill(p.processIdentifier, SIGKILL)
+        }
+        p.waitUntilExit()
+        tansu = nil
+    }
+
+    func stopAll() {
+        stopBroker()
+        moto?.terminate()
+        moto?.waitUntilExit()
+        moto = nil
+    }
+}
