@@ -49,6 +49,13 @@ struct Run: ParsableCommand {
         var comparisons: [Comparison] = []
         var fanOut: [FanOutRow] = []
         var checks: [String: Bool] = [:]
+        // The embedded store first, before the broker holds gigabytes and the Kafka daemons run beside it.
+        if wanted.contains("embedded") {
+            let e = try PipeMount(binary: binary, path: work + "/mnt-e", dataDirectory: work + "/data-e")
+            teardown.add { e.unmount() }
+            comparisons += try EmbeddedThroughput(mount: e, scratch: work, data: data, lines: lines, rounds: rounds).run()
+            e.unmount()
+        }
         if !wanted.isDisjoint(with: ["push", "pull", "latency", "fanout"]) {
             let broker = try Broker(work: work)
             teardown.add { broker.stop() }
@@ -68,11 +75,6 @@ struct Run: ParsableCommand {
                 (fanOut, checks) = try FanOut(broker: broker, writerMount: a, readerMount: b, data: data,
                                               messages: min(fanoutMessages, lines), counts: counts).run()
             }
-        }
-        if wanted.contains("embedded") {
-            let e = try PipeMount(binary: binary, path: work + "/mnt-e", dataDirectory: work + "/data-e")
-            teardown.add { e.unmount() }
-            comparisons += try EmbeddedThroughput(mount: e, scratch: work, data: data, lines: lines, rounds: rounds).run()
         }
 
         let report = Report(machine: machine(kcat: kcatPath), settings: [
