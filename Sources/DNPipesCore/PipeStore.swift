@@ -38,25 +38,35 @@ public enum Fetched: Sendable {
     case removed
 }
 
-/// Messages and their offsets, in order.
+/// Messages and their offsets, in order. The messages share one buffer (a backend can hand out a part of
+/// what it holds without copying it, and a reader copies each message once, into its read).
 public struct MessageBatch: Sendable {
     public var offsets: [Int64]
-    public var messages: [[UInt8]]
-    public init(offsets: [Int64], messages: [[UInt8]]) {
-        precondition(offsets.count == messages.count)
+    public var block: MessageBlock
+    public init(offsets: [Int64], block: MessageBlock) {
+        precondition(offsets.count == block.count)
         self.offsets = offsets
-        self.messages = messages
+        self.block = block
+    }
+    public init(offsets: [Int64], messages: [[UInt8]]) {
+        self.init(offsets: offsets, block: MessageBlock(messages))
     }
     /// A batch of consecutive offsets starting at `first`.
-    public init(first: Int64, messages: [[UInt8]]) {
-        self.init(offsets: Array(first..<(first + Int64(messages.count))), messages: messages)
+    public init(first: Int64, block: MessageBlock) {
+        self.init(offsets: Array(first..<(first + Int64(block.count))), block: block)
     }
-    public var isEmpty: Bool { messages.isEmpty }
+    public init(first: Int64, messages: [[UInt8]]) {
+        self.init(first: first, block: MessageBlock(messages))
+    }
+    public var count: Int { offsets.count }
+    public var isEmpty: Bool { offsets.isEmpty }
+    /// Each message as an array of its own (for tests).
+    public var messages: [[UInt8]] { block.messages }
     /// Keeps only messages below `limit`.
     public mutating func truncate(below limit: Int64) {
         let keep = offsets.firstIndex(where: { $0 >= limit }) ?? offsets.count
         offsets.removeLast(offsets.count - keep)
-        messages.removeLast(messages.count - keep)
+        block.keepFirst(keep)
     }
 }
 

@@ -26,9 +26,10 @@ public struct ReadCursor: Sendable {
             if carryStart == carry.count { carry = []; carryStart = 0 }
             if out.count == capacity { return out }
         }
-        guard let batch = try fetch(offset, capacity - out.count), !batch.messages.isEmpty else { return out }
+        guard let batch = try fetch(offset, capacity - out.count), !batch.isEmpty else { return out }
         var next = offset
-        for (index, message) in batch.messages.enumerated() {
+        for index in 0..<batch.count {
+            let message = batch.block[index]
             next = batch.offsets[index] + 1
             let room = capacity - out.count
             if message.count + 1 <= room {
@@ -37,8 +38,8 @@ public struct ReadCursor: Sendable {
             } else {
                 // Hand out what fits; the rest waits in the carry. Messages after this one are fetched again.
                 let n = Swift.min(room, message.count)
-                out.append(contentsOf: message[0..<n])
-                carry = Array(message[n...])
+                out.append(contentsOf: message.prefix(n))
+                carry = Array(message.dropFirst(n))
                 carry.append(UInt8(ascii: "\n"))
                 carryStart = 0
                 break

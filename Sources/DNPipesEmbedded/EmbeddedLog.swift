@@ -131,7 +131,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 if positionHints.count > 4096 { positionHints.removeAll(keepingCapacity: true) }
                 positionHints[result.next] = (segment.base, result.position)
                 lock.unlock()
-                return .messages(MessageBatch(first: from, messages: result.messages))
+                return .messages(MessageBatch(first: from, block: result.messages))
             }
             // The offset lies past this segment's records (a segment cut short by corruption): go on with the
             // next segment, or report nothing if this is the newest.

@@ -119,18 +119,15 @@ final class Segment: @unchecked Sendable {
     /// Reads messages from `offset` on, starting the scan at a known (offset, position) at or before it.
     /// `limit` is the segment size snapshot taken under the log's lock.
     func read(from offset: Int64, scanFrom start: (offset: Int64, position: Int64), limit: Int64,
-              maxBytes: Int, maxPayload: Int) throws -> (messages: [[UInt8]], next: Int64, position: Int64) {
+              maxBytes: Int, maxPayload: Int) throws -> (messages: MessageBlock, next: Int64, position: Int64) {
         var scanner = RecordScanner(fd: fd, limit: limit, maxPayload: maxPayload, position: start.position,
                                     chunk: max(64 << 10, min(maxBytes, 1 << 20) + 4096))
         var at = start.offset
-        var messages: [[UInt8]] = []
+        var messages = MessageBlock()
         var bytes = 0
         var position = start.position
-        while bytes < maxBytes, let record = try scanner.next(copyPayload: { at >= offset }) {
-            if at >= offset, let payload = record.payload {
-                bytes += payload.count + 1
-                messages.append(payload)
-            }
+        while bytes < maxBytes, let record = try scanner.next(appendingTo: &messages, when: at >= offset) {
+            if at >= offset { bytes += record.size - RecordFormat.headerSize + 1 }
             at += 1
             position = record.position + Int64(record.size)
         }
@@ -163,19 +160,24 @@ struct RecordScanner {
     struct Record {
         var position: Int64
         var size: Int
-        var payload: [UInt8]?
     }
 
     /// The next valid record, or nil at the end or at the first invalid one.
-    mutating func next(copyPayload: () -> Bool = { false }) throws -> Record? {
+    mutating func next() throws -> Record? {
+        var unused = MessageBlock()
+        return try next(appendingTo: &unused, when: false)
+    }
+
+    /// The next valid record; its payload is appended to `block` when `copy` is true.
+    mutating func next(appendingTo block: inout MessageBlock, when copy: Bool) throws -> Record? {
         while true {
             let parsed = buffer.withUnsafeBytes { RecordFormat.parse($0, at: cursor, maxPayload: maxPayload) }
             switch parsed {
             case .record(let payload, let size):
                 let position = bufferPosition + Int64(cursor)
-                let bytes = copyPayload() ? Array(buffer[payload]) : nil
+                if copy { block.append(buffer[payload]) }
                 cursor += size
-                return Record(position: position, size: size, payload: bytes)
+                return Record(position: position, size: size)
             case .corrupt:
                 sawCorruption = true
                 return nil
