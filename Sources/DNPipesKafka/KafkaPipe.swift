@@ -18,7 +18,13 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
 
     private let lock = NSLock()
     private var offsets: [Int64] = []
-    private var payloads: [[UInt8]] = []
+    /// Where each message's bytes are: a range of one of `chunks`, the buffers the consumer filled (one per
+    /// consumed batch, so a message costs no allocation of its own, and a read is served from a chunk without
+    /// copying it).
+    private var locations: [(chunk: Int, range: Range<Int>)] = []
+    private var chunks: [[UInt8]] = []
+    /// Chunks below this index hold no message of the window any more and have been let go.
+    private var releasedChunks = 0
     /// Running byte totals: `totals[i]` counts the payloads of every message up to and including `i` (from
     /// `totalsBase`, what the dropped messages before index 0 added up to), so eviction finds its cut points by
     /// binary search instead of walking thousands of messages on every read.
@@ -103,22 +109,22 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
             let mid = (lo + hi) / 2
             if offsets[mid] < x { lo = mid + 1 } else { hi = mid }
         }
-        var outOffsets: [Int64] = []
-        var outMessages: [[UInt8]] = []
+        // Up to maxBytes, from one chunk: the batch shares that chunk's buffer.
+        let chunk = locations[lo].chunk
         var total = 0
         var i = lo
-        while i < offsets.count && (outMessages.isEmpty || total < maxBytes) {
-            outOffsets.append(offsets[i])
-            outMessages.append(payloads[i])
-            total += payloads[i].count + 1
+        while i < offsets.count && locations[i].chunk == chunk && (i == lo || total < maxBytes) {
+            total += locations[i].range.count + 1
             i += 1
         }
+        let batch = MessageBatch(offsets: Array(offsets[lo..<i]),
+                                 block: MessageBlock(bytes: chunks[chunk], ranges: locations[lo..<i].map(\.range)))
         if paused {
             // The stream waits for room: make it as soon as a reader has passed enough, so that the next fetch
             // overlaps with reading the rest of the window instead of starting when it is all read.
             evict(below: offsets[i - 1], keepBytes: windowBytes / 4)
         }
-        return outMessages.isEmpty ? .nothing : .messages(MessageBatch(offsets: outOffsets, messages: outMessages))
+        return .messages(batch)
     }
 
     /// The consumer's cached high watermark is refreshed by every fetch response (at least every
@@ -202,23 +208,29 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
 
     // MARK: Fed by the consumer thread
 
-    /// A batch of consumed records for this partition. Returns whether the window is over its budget (the
-    /// consumer then pauses the partition).
-    func deliver(_ records: [(offset: Int64, payload: [UInt8], isMarker: Bool)]) -> Bool {
+    /// A batch of consumed records for this partition: their offsets, their payloads in one block, and which
+    /// of them are reset markers. Returns whether the window is over its budget (the consumer then pauses the
+    /// partition).
+    func deliver(offsets delivered: [Int64], block: MessageBlock, markers: Set<Int>) -> Bool {
         lock.lock()
         var changed = false
-        for r in records where r.offset >= position {
-            position = r.offset + 1
-            if r.isMarker {
-                applyMarker(at: r.offset)
-            } else if r.offset >= resetFloor {
-                offsets.append(r.offset)
-                payloads.append(r.payload)
-                totals.append((totals.last ?? totalsBase) + r.payload.count)
-                bytes += r.payload.count
+        let chunk = chunks.count
+        var used = false
+        for (i, offset) in delivered.enumerated() where offset >= position {
+            position = offset + 1
+            if markers.contains(i) {
+                applyMarker(at: offset)
+            } else if offset >= resetFloor {
+                let range = block.ranges[i]
+                offsets.append(offset)
+                locations.append((chunk, range))
+                totals.append((totals.last ?? totalsBase) + range.count)
+                bytes += range.count
+                used = true
             }
             changed = true
         }
+        if used { chunks.append(block.bytes) }
         highWatermark = max(highWatermark, position)
         let full = bytes > windowBytes
         if full { paused = true }
@@ -294,15 +306,21 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         let cut = keepBytes == 0 ? end : lo
         guard cut > head else { return }
         bytes -= totalBefore(cut) - totalBefore(head)
-        for i in head..<cut { payloads[i] = [] }
         head = cut
+        // Let go of chunks no message of the window is in any more.
+        let firstKept = head < offsets.count ? locations[head].chunk : chunks.count
+        while releasedChunks < firstKept { chunks[releasedChunks] = []; releasedChunks += 1 }
         windowStart = head < offsets.count ? offsets[head] : position
         if head > 4096 && head * 2 > offsets.count {
             totalsBase = totals[head - 1]
             offsets.removeFirst(head)
-            payloads.removeFirst(head)
+            locations.removeFirst(head)
             totals.removeFirst(head)
             head = 0
+            // Renumber the chunks from the first one still in use.
+            chunks.removeFirst(firstKept)
+            releasedChunks = 0
+            for i in locations.indices { locations[i].chunk -= firstKept }
         }
         if paused && bytes <= windowBytes / 2 {
             paused = false
@@ -322,7 +340,9 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     func rewound(to offset: Int64) {
         lock.lock()
         offsets = []
-        payloads = []
+        locations = []
+        chunks = []
+        releasedChunks = 0
         totals = []
         totalsBase = 0
         head = 0
@@ -337,7 +357,7 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     func markRemoved() {
         lock.lock()
         removed = true
-        offsets = []; payloads = []; totals = []; totalsBase = 0; head = 0; bytes = 0
+        offsets = []; locations = []; chunks = []; releasedChunks = 0; totals = []; totalsBase = 0; head = 0; bytes = 0
         let waiters = caughtUpWaiters
         caughtUpWaiters = []
         lock.unlock()

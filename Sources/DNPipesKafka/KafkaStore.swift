@@ -33,7 +33,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private var pipes: [PipeName: KafkaPipe] = [:]
     private var toAssign: [KafkaPipe] = []
     private var toUnassign: [String] = []
-    private var pausedTopics: Set<String> = []
+    /// Each open pipe's partition queue, and the pipes whose window is full (touched by the consumer thread only).
+    private var partitionQueues: [String: OpaquePointer] = [:]
+    private var fullTopics: Set<String> = []
     private var running = true
     private var deleteRecordsWorks: Bool?
     private var warnedMultiPartition: Set<String> = []
@@ -569,10 +571,11 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         let open = Array(pipes.values)
         lock.unlock()
         for topic in unassign {
+            if let queue = partitionQueues.removeValue(forKey: topic) { rd_kafka_queue_destroy(queue) }
+            fullTopics.remove(topic)
             let list = partitionList(topic, offset: Int64(RD_KAFKA_OFFSET_INVALID))
             if let error = rd_kafka_incremental_unassign(consumer, list) { rd_kafka_error_destroy(error) }
             rd_kafka_topic_partition_list_destroy(list)
-            lock.lock(); pausedTopics.remove(topic); lock.unlock()
         }
         for pipe in assign {
             // An explicit offset needs no offset query before the first fetch. Below the low watermark
@@ -583,6 +586,15 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
                 rd_kafka_error_destroy(error)
             }
             rd_kafka_topic_partition_list_destroy(list)
+            // Each pipe's partition gets a queue of its own, served only while the pipe's window has room.
+            // A full window then holds back just that partition: librdkafka stops fetching it once its queue
+            // holds queued.max.messages.kbytes, and goes on 10 ms after the queue is served again (pausing
+            // the partition instead would throw the prefetched messages away and cost a second to resume).
+            if partitionQueues[pipe.topic] == nil, let queue = rd_kafka_queue_get_partition(consumer, pipe.topic, 0) {
+                rd_kafka_queue_forward(queue, nil)
+                rd_kafka_queue_io_event_enable(queue, consumerWake.write, "1", 1)
+                partitionQueues[pipe.topic] = queue
+            }
         }
         for pipe in open {
             let (rewind, resume) = pipe.takeRequests()
@@ -595,15 +607,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
                 rd_kafka_topic_partition_list_destroy(list)
                 pipe.rewound(to: rewind)
             }
-            lock.lock()
-            let isPaused = pausedTopics.contains(pipe.topic)
-            if (resume || rewind != nil) && isPaused { pausedTopics.remove(pipe.topic) }
-            lock.unlock()
-            if (resume || rewind != nil) && isPaused {
-                let list = partitionList(pipe.topic, offset: Int64(RD_KAFKA_OFFSET_INVALID))
-                rd_kafka_resume_partitions(consumer, list)
-                rd_kafka_topic_partition_list_destroy(list)
-            }
+            if resume || rewind != nil { fullTopics.remove(pipe.topic) }
         }
     }
 
@@ -611,61 +615,78 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 1024)
         while isRunning {
             applyRequests()
-            let n = rd_kafka_consume_batch_queue(consumerQueue, 0, &batch, batch.count)
-            guard n > 0 else {
-                waitForConsumerWork(timeout: 200)
-                continue
+            var served = 0
+            // The consumer's own queue carries errors; each pipe's partition queue its messages.
+            served += consume(from: consumerQueue, into: &batch)
+            for (topic, queue) in partitionQueues where !fullTopics.contains(topic) {
+                served += consume(from: queue, into: &batch)
             }
-            var records: [String: [(offset: Int64, payload: [UInt8], isMarker: Bool)]] = [:]
-            var ends: [String: Int64] = [:]
-            // A batch holds runs of one partition's messages: name the topic once per run, not per message.
-            var lastTopic: (handle: OpaquePointer?, name: String) = (nil, "")
-            for i in 0..<n {
-                guard let m = batch[i] else { continue }
-                let msg = m.pointee
-                if msg.rkt != lastTopic.handle || lastTopic.handle == nil {
-                    lastTopic = (msg.rkt, String(cString: dnp_message_topic(m)))
-                }
-                let topic = lastTopic.name
-                if msg.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                    ends[topic] = msg.offset
-                } else if msg.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                    logger.warning("reading topic \(topic): \(KafkaHandle.describe(msg.err))")
-                } else {
-                    let payload = msg.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: msg.len)) } ?? []
-                    records[topic, default: []].append((msg.offset, payload, dnp_has_header(m, KafkaStore.markerHeader) != 0))
-                }
-                rd_kafka_message_destroy(m)
+            if served == 0 { waitForConsumerWork(timeout: 200) }
+        }
+        for queue in partitionQueues.values { rd_kafka_queue_destroy(queue) }
+        partitionQueues = [:]
+    }
+
+    /// Takes one batch from a queue and hands its records to their pipes. Returns how many it took.
+    private func consume(from queue: OpaquePointer, into batch: inout [UnsafeMutablePointer<rd_kafka_message_t>?]) -> Int {
+        let n = rd_kafka_consume_batch_queue(queue, 0, &batch, batch.count)
+        guard n > 0 else { return 0 }
+        // Per topic: offsets, payloads copied once into one block, and which of them are reset markers.
+        var records: [String: ConsumedRecords] = [:]
+        var ends: [String: Int64] = [:]
+        // A batch holds runs of one partition's messages: name the topic once per run, not per message.
+        var lastTopic: (handle: OpaquePointer?, name: String) = (nil, "")
+        for i in 0..<n {
+            guard let m = batch[i] else { continue }
+            let msg = m.pointee
+            if msg.rkt != lastTopic.handle || lastTopic.handle == nil {
+                lastTopic = (msg.rkt, String(cString: dnp_message_topic(m)))
             }
-            lock.lock()
-            let byTopic = Dictionary(uniqueKeysWithValues: pipes.values.map { ($0.topic, $0) })
-            lock.unlock()
-            for (topic, recs) in records {
-                guard let pipe = byTopic[topic] else { continue }
-                let full = pipe.deliver(recs)
-                if !pipe.caughtUp {
-                    // The fetch response that brought these records also brought the partition's end.
-                    var low: Int64 = 0, high: Int64 = -1
-                    rd_kafka_get_watermark_offsets(consumer, topic, 0, &low, &high)
-                    if high >= 0 { pipe.learnedEnd(high: high, low: max(0, low)) }
-                }
-                if full {
-                    lock.lock()
-                    let newlyPaused = pausedTopics.insert(topic).inserted
-                    lock.unlock()
-                    if newlyPaused {
-                        let list = partitionList(topic, offset: Int64(RD_KAFKA_OFFSET_INVALID))
-                        rd_kafka_pause_partitions(consumer, list)
-                        rd_kafka_topic_partition_list_destroy(list)
-                    }
-                }
+            let topic = lastTopic.name
+            if msg.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                ends[topic] = msg.offset
+            } else if msg.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                logger.warning("reading topic \(topic): \(KafkaHandle.describe(msg.err))")
+            } else {
+                let isMarker = dnp_has_header(m, KafkaStore.markerHeader) != 0
+                records[topic, default: ConsumedRecords()].add(offset: msg.offset, isMarker: isMarker,
+                    payload: UnsafeRawBufferPointer(start: msg.payload, count: msg.payload == nil ? 0 : msg.len))
             }
-            for (topic, offset) in ends {
-                guard let pipe = byTopic[topic] else { continue }
-                var low: Int64 = 0, high: Int64 = 0
+            rd_kafka_message_destroy(m)
+        }
+        lock.lock()
+        let byTopic = Dictionary(uniqueKeysWithValues: pipes.values.map { ($0.topic, $0) })
+        lock.unlock()
+        for (topic, recs) in records {
+            guard let pipe = byTopic[topic] else { continue }
+            if pipe.deliver(offsets: recs.offsets, block: recs.block, markers: recs.markers) { fullTopics.insert(topic) }
+            if !pipe.caughtUp {
+                // The fetch response that brought these records also brought the partition's end.
+                var low: Int64 = 0, high: Int64 = -1
                 rd_kafka_get_watermark_offsets(consumer, topic, 0, &low, &high)
-                pipe.reachedEnd(at: offset, low: max(0, low))
+                if high >= 0 { pipe.learnedEnd(high: high, low: max(0, low)) }
             }
         }
+        for (topic, offset) in ends {
+            guard let pipe = byTopic[topic] else { continue }
+            var low: Int64 = 0, high: Int64 = 0
+            rd_kafka_get_watermark_offsets(consumer, topic, 0, &low, &high)
+            pipe.reachedEnd(at: offset, low: max(0, low))
+        }
+        return n
+    }
+}
+
+/// What one consumed batch brought for one topic: offsets, the payloads copied once into one block, and
+/// which of them are reset markers.
+struct ConsumedRecords {
+    var offsets: [Int64] = []
+    var block = MessageBlock()
+    var markers: Set<Int> = []
+
+    mutating func add(offset: Int64, isMarker: Bool, payload: UnsafeRawBufferPointer) {
+        if isMarker { markers.insert(offsets.count) }
+        offsets.append(offset)
+        block.append(payload)
     }
 }

@@ -18,16 +18,24 @@ struct KafkaSettings {
         all += properties
         // dnpipes's own settings ride along in the same namespace.
         var deleteRecords = KafkaConfiguration.DeleteRecordsMode.auto
+        var windowBytes = 8 << 20
         all = try all.filter { key, value in
-            guard key == "dnpipes.delete.records" else { return true }
-            guard let mode = KafkaConfiguration.DeleteRecordsMode(rawValue: value) else {
-                throw CommandError("dnpipes.delete.records must be auto, on or off")
+            switch key {
+            case "dnpipes.delete.records":
+                guard let mode = KafkaConfiguration.DeleteRecordsMode(rawValue: value) else {
+                    throw CommandError("dnpipes.delete.records must be auto, on or off")
+                }
+                deleteRecords = mode
+            case "dnpipes.window.bytes":
+                guard let n = Int(value), n >= 1 << 16 else { throw CommandError("dnpipes.window.bytes must be a number of bytes, at least 65536") }
+                windowBytes = n
+            default:
+                return true
             }
-            deleteRecords = mode
             return false
         }
         return KafkaConfiguration(brokers: brokers, topicPrefix: topicPrefix, properties: all,
-                                  maxMessageBytes: maxMessageBytes, deleteRecords: deleteRecords)
+                                  maxMessageBytes: maxMessageBytes, windowBytes: windowBytes, deleteRecords: deleteRecords)
     }
 }
 
