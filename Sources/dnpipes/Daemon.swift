@@ -88,6 +88,8 @@ enum Daemon {
         if let readyFD { closeInheritedDescriptors(keeping: readyFD) }
         signal(SIGPIPE, SIG_IGN)
         keepLargeBuffersOnTheHeap()
+        let trimmer = returnFreeMemoryEverySecond()
+        defer { trimmer.cancel() }
         let logger = makeLogger()
         let store: PipeStore
         do {
@@ -177,13 +179,29 @@ enum SecretOptions {
 /// Every FUSE write brings up to 1 MiB, framed and encoded into buffers of about that size. Above glibc's
 /// default threshold (128 KiB) each of those is a fresh mmap, zeroed page by page by the kernel and unmapped
 /// again: faulting and zeroing those pages took about a sixth of a push's time in profiles. Served from the
-/// heap, they reuse memory instead.
+/// heap, they reuse memory instead. Free memory beyond 4 MiB at the top of a heap still goes back to the
+/// system, so that what a burst of writes used does not stay resident. (Fewer arenas would keep less, but
+/// the FUSE threads then contend for them: pushing was 20% slower with four.)
 private func keepLargeBuffersOnTheHeap() {
     let M_TRIM_THRESHOLD: Int32 = -1, M_MMAP_THRESHOLD: Int32 = -3
-    _ = mallopt(M_MMAP_THRESHOLD, 32 << 20)
-    _ = mallopt(M_TRIM_THRESHOLD, 64 << 20)
+    _ = mallopt(M_MMAP_THRESHOLD, 4 << 20)
+    _ = mallopt(M_TRIM_THRESHOLD, 4 << 20)
 }
 
 @_silgen_name("mallopt")
 private func mallopt(_ parameter: Int32, _ value: Int32) -> Int32
+
+/// Once a second, hands memory the allocator holds free back to the system (malloc_trim): each FUSE thread
+/// allocates from its own arena, and after a burst of writers those arenas would otherwise keep tens of
+/// megabytes resident. A trim costs a few milliseconds at most, once a second.
+private func returnFreeMemoryEverySecond() -> DispatchSourceTimer {
+    let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "dnpipes.trim", qos: .utility))
+    timer.schedule(deadline: .now() + 1, repeating: 1, leeway: .milliseconds(250))
+    timer.setEventHandler { _ = malloc_trim(0) }
+    timer.resume()
+    return timer
+}
+
+@_silgen_name("malloc_trim")
+private func malloc_trim(_ pad: Int) -> Int32
 
