@@ -39,17 +39,17 @@ let package = Package(
         ]),
         // The benchmark (scripts/bench): dnpipes next to kcat, plain librdkafka clients and a plain file.
         .executableTarget(name: "dnpipes-bench", dependencies: [
-            "CRdKafka", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "CRdKafka", "DNPipesTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        // Helpers shared by the unit-test targets (a seeded generator for the randomized tests).
+        // Helpers shared by the tests and the benchmark (a seeded generator, free loopback ports).
         .target(name: "DNPipesTestSupport", path: "Tests/DNPipesTestSupport"),
         .testTarget(name: "DNPipesCoreTests", dependencies: ["DNPipesCore", "DNPipesTestSupport"]),
         .testTarget(name: "DNPipesEmbeddedTests", dependencies: [
             "DNPipesEmbedded", "DNPipesTestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         // Drives the real binary on real FUSE mounts from a shell.
-        .testTarget(name: "MountTests", dependencies: ["DNPipesCore"]),
+        .testTarget(name: "MountTests", dependencies: ["DNPipesCore", "DNPipesTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

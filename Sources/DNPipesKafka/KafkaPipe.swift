@@ -244,14 +244,7 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     func learnedEnd(high: Int64, low: Int64) {
         lock.lock()
         highWatermark = max(highWatermark, high)
-        lowWatermark = max(lowWatermark, low)
-        let first = !caughtUp
-        caughtUp = true
-        let waiters = caughtUpWaiters
-        caughtUpWaiters = []
-        lock.unlock()
-        waiters.forEach { $0.signal() }
-        if first { observers.notify() }
+        markCaughtUp(low: low)
     }
 
     /// The consumer reached the end of the partition.
@@ -260,6 +253,11 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         highWatermark = max(highWatermark, offset)
         // Everything below the end has been delivered (offsets without a message are control records).
         if offset > position && rewindTo == nil { position = offset }
+        markCaughtUp(low: low)
+    }
+
+    /// Called with the lock held; releases it.
+    private func markCaughtUp(low: Int64) {
         lowWatermark = max(lowWatermark, low)
         let first = !caughtUp
         caughtUp = true

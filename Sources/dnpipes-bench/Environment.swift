@@ -1,3 +1,4 @@
+import DNPipesTestSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc

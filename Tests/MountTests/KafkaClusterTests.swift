@@ -1,3 +1,4 @@
+import DNPipesTestSupport
 import XCTest
 
 /// Two hosts on one Kafka cluster (two daemons on one broker), the pipe commands for hosts without FUSE,

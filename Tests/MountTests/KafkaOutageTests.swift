@@ -1,3 +1,4 @@
+import DNPipesTestSupport
 import XCTest
 
 /// The broker goes away after mounting and comes back: reads wait, a write whose messages the broker never

@@ -1,3 +1,4 @@
+import DNPipesTestSupport
 import XCTest
 
 /// The broker stops and starts again while a writer and a reader run. Its storage (S3 on a local moto
