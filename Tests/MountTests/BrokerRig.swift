@@ -6,11 +6,14 @@ import XCTest
 /// outage looks like to a daemon; pointing it at a new port is how a restarted broker is reached), and a tansu
 /// broker whose storage (S3 on a local moto server) outlives it. Every process is bounded by `timeout`.
 enum BrokerRig {
-    /// Forwards 127.0.0.1:`listen` to 127.0.0.1:`target` until `stopRelay`. Returns once it accepts.
-    static func startRelay(listen: Int, target: Int) -> Bool {
-        shell("""
+    /// Forwards 127.0.0.1:`listen` to 127.0.0.1:`target` until `stopRelay`; with `tls` (a certificate and
+    /// its key, PEM files) it accepts TLS and forwards plain TCP. Returns once it accepts.
+    static func startRelay(listen: Int, target: Int, tls: (certificate: String, key: String)? = nil) -> Bool {
+        let tlsSetup = tls.map { "ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH); ctx.load_cert_chain(\"\($0.certificate)\", \"\($0.key)\")" } ?? "ctx = None"
+        return shell("""
         nohup timeout 900 python3 -c '
-        import asyncio
+        import asyncio, ssl
+        \(tlsSetup)
         async def pump(r, w):
             try:
                 while True:
@@ -24,7 +27,7 @@ enum BrokerRig {
             except Exception: cw.close(); return
             await asyncio.gather(pump(cr, sw), pump(sr, cw))
         async def main():
-            server = await asyncio.start_server(handle, "127.0.0.1", \(listen), reuse_address=True)
+            server = await asyncio.start_server(handle, "127.0.0.1", \(listen), reuse_address=True, ssl=ctx)
             async with server: await server.serve_forever()
         asyncio.run(main())
         ' relay-\(listen) > /dev/null 2>&1 &
@@ -36,6 +39,20 @@ enum BrokerRig {
     /// Stops the relay, cutting every connection through it at once.
     static func stopRelay(listen: Int) {
         shell("pkill -f 'relay-\(listen)' ; for i in $(seq 50); do pgrep -f 'relay-\(listen)' >/dev/null || exit 0; sleep 0.1; done", timeout: 10)
+    }
+
+    /// Starts tansu (memory storage) listening on `listen` and advertising `advertise` (a relay's port).
+    static func startBroker(listen: Int, advertise: Int) throws -> Process {
+        guard let tansu = findExecutable("tansu") else { XCTFail("tansu not installed"); throw XCTSkip("no tansu") }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        p.arguments = ["900", tansu, "broker", "--listener-url", "tcp://127.0.0.1:\(listen)",
+                       "--advertised-listener-url", "tcp://127.0.0.1:\(advertise)"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        XCTAssertTrue(waitForListener(listen), "tansu did not listen on \(listen)")
+        return p
     }
 
     /// Waits until something accepts connections on the port.

@@ -14,17 +14,9 @@ final class KafkaOutageTests: MountTestCase {
 
     override func setUpWithError() throws {
         try super.setUpWithError()
-        guard let tansu = findExecutable("tansu") else { XCTFail("tansu not installed"); throw XCTSkip("no tansu") }
         relayPort = freeLoopbackPort()
         brokerPort = freeLoopbackPort()
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        p.arguments = ["600", tansu, "broker", "--listener-url", "tcp://127.0.0.1:\(brokerPort)",
-                       "--advertised-listener-url", "tcp://127.0.0.1:\(relayPort)"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        broker = p
+        broker = try BrokerRig.startBroker(listen: brokerPort, advertise: relayPort)
         startRelay()
         try mount(["--brokers", "127.0.0.1:\(relayPort)", "-o", "kafka.message.timeout.ms=10000"])
     }

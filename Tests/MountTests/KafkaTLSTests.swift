@@ -13,7 +13,6 @@ final class KafkaTLSTests: MountTestCase {
 
     override func setUpWithError() throws {
         try super.setUpWithError()
-        guard let tansu = findExecutable("tansu") else { XCTFail("tansu not installed"); throw XCTSkip("no tansu") }
         // A CA and a server certificate for 127.0.0.1, signed by it.
         ok("""
         cd "$ROOT"
@@ -22,45 +21,13 @@ final class KafkaTLSTests: MountTestCase {
         printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext
         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out server.pem 2>/dev/null
         """)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        p.arguments = ["600", tansu, "broker", "--listener-url", "tcp://127.0.0.1:\(brokerPort)",
-                       "--advertised-listener-url", "tcp://127.0.0.1:\(tlsPort)"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        broker = p
-        XCTAssertTrue(BrokerRig.waitForListener(brokerPort))
-        // The TLS end: plain TCP behind it.
-        ok("""
-        nohup timeout 600 python3 -c '
-        import asyncio, ssl
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain("\(root)/server.pem", "\(root)/server.key")
-        async def pump(r, w):
-            try:
-                while True:
-                    data = await r.read(65536)
-                    if not data: break
-                    w.write(data); await w.drain()
-            except Exception: pass
-            finally: w.close()
-        async def handle(cr, cw):
-            try: sr, sw = await asyncio.open_connection("127.0.0.1", \(brokerPort))
-            except Exception: cw.close(); return
-            await asyncio.gather(pump(cr, sw), pump(sr, cw))
-        async def main():
-            server = await asyncio.start_server(handle, "127.0.0.1", \(tlsPort), ssl=ctx)
-            async with server: await server.serve_forever()
-        asyncio.run(main())
-        ' tls-relay-\(tlsPort) > "$ROOT/tls-relay.log" 2>&1 &
-        """)
-        XCTAssertTrue(BrokerRig.waitForListener(tlsPort))
+        broker = try BrokerRig.startBroker(listen: brokerPort, advertise: tlsPort)
+        XCTAssertTrue(BrokerRig.startRelay(listen: tlsPort, target: brokerPort, tls: (root + "/server.pem", root + "/server.key")))
     }
 
     override func tearDownWithError() throws {
         unmountAll()
-        shell("pkill -f 'tls-relay-\(tlsPort)' || true", timeout: 10)
+        BrokerRig.stopRelay(listen: tlsPort)
         broker?.terminate()
         broker?.waitUntilExit()
         try super.tearDownWithError()
