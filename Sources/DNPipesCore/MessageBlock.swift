@@ -37,15 +37,11 @@ public struct MessageBlock: Sendable, Equatable {
     public var messages: [[UInt8]] { ranges.map { Array(bytes[$0]) } }
 
     public mutating func append(_ message: [UInt8]) {
-        let start = bytes.count
-        bytes.append(contentsOf: message)
-        ranges.append(start..<bytes.count)
+        message.withUnsafeBytes { append($0) }
     }
 
     public mutating func append(_ message: ArraySlice<UInt8>) {
-        let start = bytes.count
-        bytes.append(contentsOf: message)
-        ranges.append(start..<bytes.count)
+        message.withUnsafeBytes { append($0) }
     }
 
     public mutating func append(_ message: UnsafeRawBufferPointer) {
@@ -54,19 +50,9 @@ public struct MessageBlock: Sendable, Equatable {
         ranges.append(start..<bytes.count)
     }
 
-    public mutating func reserveCapacity(bytes byteCount: Int, messages count: Int) {
-        bytes.reserveCapacity(byteCount)
-        ranges.reserveCapacity(count)
-    }
-
     /// Keeps the first `n` messages (their bytes stay in the buffer, unreferenced).
     public mutating func keepFirst(_ n: Int) {
         ranges.removeLast(ranges.count - n)
-    }
-
-    /// Messages `range` of this block, sharing its buffer.
-    public func slice(_ range: Range<Int>) -> MessageBlock {
-        MessageBlock(bytes: bytes, ranges: Array(ranges[range]))
     }
 
     /// Calls `body` with each message's bytes in place, in order.

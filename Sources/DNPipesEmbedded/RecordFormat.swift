@@ -12,17 +12,6 @@ import DNPipesCore
 public enum RecordFormat {
     public static let headerSize = 8
 
-    /// Appends the encoding of `payload` to `buffer`.
-    public static func append(_ payload: [UInt8], to buffer: inout [UInt8]) {
-        let length = UInt32(payload.count)
-        var lengthLE = length.littleEndian
-        let lengthCRC = withUnsafeBytes(of: &lengthLE) { CRC32C.checksum($0) }
-        let crc = payload.withUnsafeBytes { CRC32C.checksum($0, seed: lengthCRC) }
-        withUnsafeBytes(of: crc.littleEndian) { buffer.append(contentsOf: $0) }
-        withUnsafeBytes(of: length.littleEndian) { buffer.append(contentsOf: $0) }
-        buffer.append(contentsOf: payload)
-    }
-
     public static func encode(_ payloads: [[UInt8]]) -> [UInt8] { encode(MessageBlock(payloads)) }
 
     /// Encodes a block of messages into one buffer, written in place (no allocation per record).

@@ -209,8 +209,8 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     // MARK: Fed by the consumer thread
 
     /// A batch of consumed records for this partition: their offsets, their payloads in one block, and which
-    /// of them are reset markers. Returns whether the window is over its budget (the consumer then pauses the
-    /// partition).
+    /// of them are reset markers. Returns whether the window is over its budget (the consumer then stops
+    /// serving the partition's queue until a reader makes room).
     func deliver(offsets delivered: [Int64], block: MessageBlock, markers: Set<Int>) -> Bool {
         lock.lock()
         var changed = false

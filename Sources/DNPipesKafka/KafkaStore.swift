@@ -456,9 +456,11 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
                 dnp_produce(producer, topic, 0, raw.baseAddress, raw.count, opaque, marker ? KafkaStore.markerHeader : nil)
             }
             producerLock.unlock()
-            // A full local queue (about a gigabyte by default) pushes back on the writer briefly.
+            // A full local queue pushes back until deliveries make room (as for a writer's messages).
             guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL, Date() < deadline else { return err }
-            usleep(1000)
+            roomMade.lock()
+            _ = roomMade.wait(until: Date().addingTimeInterval(0.1))
+            roomMade.unlock()
         }
     }
 
