@@ -212,9 +212,21 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         }
         lock.lock()
         let now = Date()
-        // A pipe created here moments ago may not be in every broker's metadata yet.
-        for (name, at) in createdAt where now.timeIntervalSince(at) < 10 { seen.insert(name) }
+        // A pipe created here moments ago may not be in every broker's metadata yet. Once a listing has it,
+        // it has no such grace any more: a later listing without it means it was deleted.
+        for name in seen { createdAt[name] = nil }
         createdAt = createdAt.filter { now.timeIntervalSince($0.value) < 10 }
+        let graced = createdAt
+        lock.unlock()
+        // A pipe within its grace that a reader has open: after a couple of seconds, ask about its topic
+        // alone, so that a deletion on another host ends that reader now rather than when the grace ends.
+        for (name, at) in graced {
+            if now.timeIntervalSince(at) >= 2, isOpen(name), topicExists(topic(for: name)) == false { continue }
+            seen.insert(name)
+        }
+        lock.lock()
+        // Made here while the lock was let go.
+        for name in createdAt.keys where graced[name] == nil { seen.insert(name) }
         let gone = pipes.filter { !seen.contains($0.key) }.map(\.value)
         names = seen
         for p in gone { pipes[p.name] = nil; toUnassign.append(p.topic) }
@@ -244,18 +256,30 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         if contains(name) { return true }
         let topicName = topic(for: name)
         guard pipeName(forTopic: topicName) == name else { return false }   // internal topics stay hidden
-        guard topicName.utf8.count <= PipeName.maxLength, let handle = rd_kafka_topic_new(admin, topicName, nil) else { return false }
-        defer { rd_kafka_topic_destroy(handle) }
-        var md: UnsafePointer<rd_kafka_metadata>?
-        guard rd_kafka_metadata(admin, 0, handle, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return false }
-        defer { rd_kafka_metadata_destroy(md) }
-        guard md.pointee.topic_cnt > 0, md.pointee.topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR,
-              md.pointee.topics[0].partition_cnt > 0 else { return false }
+        guard topicName.utf8.count <= PipeName.maxLength, topicExists(topicName) == true else { return false }
         lock.lock()
         names.insert(name)
         createdAt[name] = Date()   // until every broker's metadata lists it
         lock.unlock()
         return true
+    }
+
+    /// Asks the brokers about one topic: whether it exists, or nil when they did not answer.
+    private func topicExists(_ topicName: String) -> Bool? {
+        guard let handle = rd_kafka_topic_new(admin, topicName, nil) else { return nil }
+        defer { rd_kafka_topic_destroy(handle) }
+        var md: UnsafePointer<rd_kafka_metadata>?
+        guard rd_kafka_metadata(admin, 0, handle, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return nil }
+        defer { rd_kafka_metadata_destroy(md) }
+        guard md.pointee.topic_cnt > 0 else { return nil }
+        let t = md.pointee.topics[0]
+        if t.err == RD_KAFKA_RESP_ERR_NO_ERROR { return t.partition_cnt > 0 }
+        return t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_ID ? false : nil
+    }
+
+    private func isOpen(_ name: PipeName) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return pipes[name] != nil
     }
 
     @discardableResult

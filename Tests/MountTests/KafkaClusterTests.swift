@@ -21,6 +21,26 @@ final class KafkaClusterTests: MountTestCase {
         eventually("! ls \"$ROOT/mnt2\" | grep -qx made-on-a")
     }
 
+    /// A pipe deleted while readers on both hosts have it open: both readers reach end-of-file and both
+    /// daemons serve on, again and again (the consumers of both were fetching the topic as it went away).
+    func testPipeDeletedWhileBothHostsReadIt() {
+        for round in 1...4 {
+            let out = ok("""
+            echo a > p\(round)
+            for i in $(seq 100); do test -e "$ROOT/mnt2/p\(round)" && break; sleep 0.1; done
+            cat p\(round) > "$ROOT/here" & here=$!
+            cat "$ROOT/mnt2/p\(round)" > "$ROOT/there" & there=$!
+            sleep 1
+            rm p\(round)
+            wait $here; wait $there
+            sleep 1
+            cat "$ROOT/here" "$ROOT/there"
+            ls "$ROOT/mnt" "$ROOT/mnt2" > /dev/null && echo both-serve
+            """, timeout: 40)
+            XCTAssertEqual(out, "a\na\nboth-serve\n", "round \(round)")
+        }
+    }
+
     func testPushOnOneHostReachesABlockedReaderOnTheOther() {
         ok("mkfifo p")
         eventually("test -e \"$ROOT/mnt2/p\"")
