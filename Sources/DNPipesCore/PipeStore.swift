@@ -82,6 +82,13 @@ public protocol PipeLog: AnyObject, Sendable {
     /// and tells observers when data arrives).
     func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched
 
+    /// How many partitions (separately ordered parts) the pipe has: 1 for the embedded store and for topics
+    /// dnpipes makes; a Kafka topic made elsewhere may have more, and may gain more. Offsets, bounds and
+    /// fetches are per partition; `bounds()` and `fetch(from:maxBytes:)` are those of partition 0.
+    var partitionCount: Int { get }
+    func bounds(partition: Int) -> (oldest: Int64, end: Int64)
+    func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched
+
     /// Brings `bounds()` up to date with pushes and resets made elsewhere (other hosts) before a reader
     /// starts, then calls `completion` (on any thread; it may take a moment on the network).
     func synchronize(completion: @escaping @Sendable () -> Void)
@@ -110,6 +117,17 @@ extension PipeWriter {
 }
 
 extension PipeLog {
+    /// A store that keeps one order per pipe.
+    public var partitionCount: Int { 1 }
+    public func bounds(partition: Int) -> (oldest: Int64, end: Int64) {
+        precondition(partition == 0, "pipe \(name) has one partition")
+        return bounds()
+    }
+    public func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched {
+        precondition(partition == 0, "pipe \(name) has one partition")
+        return try fetch(from: offset, maxBytes: maxBytes)
+    }
+
     /// A store that is the only writer of its pipes is always up to date.
     public func synchronize(completion: @escaping @Sendable () -> Void) { completion() }
 

@@ -2,21 +2,48 @@
 ///
 /// Every open handle owns a cursor, so every reader sees every message. A message goes out followed by a
 /// newline; when the reader's buffer is smaller than that, the rest comes out on the next read.
+///
+/// A pipe may have several partitions (a Kafka topic made elsewhere with more than one). The cursor then holds
+/// one offset per partition and takes from them in turn, one fetch from each per fill, so every partition's
+/// messages come out in their order and no partition waits behind another; how partitions interleave
+/// depends on when their messages arrived, and two readers may see different interleavings.
 public struct ReadCursor: Sendable {
-    /// The offset of the next message to fetch from the store.
-    public private(set) var offset: Int64
+    /// The offset of the next message to fetch, per partition.
+    public private(set) var offsets: [Int64]
+    /// The partition the next fill asks first.
+    private var nextPartition = 0
     /// Bytes of an already fetched message (with its newline) not yet handed out.
     private var carry: [UInt8] = []
     private var carryStart = 0
 
-    public init(offset: Int64) { self.offset = offset }
+    /// A cursor on a pipe of one partition.
+    public init(offset: Int64) { self.init(offsets: [offset]) }
 
+    public init(offsets: [Int64]) {
+        precondition(!offsets.isEmpty, "a pipe has at least one partition")
+        self.offsets = offsets
+    }
+
+    /// The offset in the first (for most pipes, the only) partition.
+    public var offset: Int64 { offsets[0] }
+    public var partitionCount: Int { offsets.count }
     public var hasCarry: Bool { carryStart < carry.count }
 
-    /// Fills up to `capacity` bytes: first the carried rest of a message, then messages from `fetch`, which is
-    /// asked for messages starting at the cursor's offset and returns them with their offsets (which may start
-    /// past the one asked for, after a reset). Returns an empty array when nothing is available.
+    /// Follows a pipe that gained partitions: a new one is read from `offset`.
+    public mutating func addPartition(at offset: Int64) { offsets.append(offset) }
+
+    /// Fills up to `capacity` bytes from a pipe of one partition (see the other `fill`).
     public mutating func fill(capacity: Int, fetch: (_ from: Int64, _ maxBytes: Int) throws -> MessageBatch?) rethrows -> [UInt8] {
+        precondition(offsets.count == 1)
+        return try fill(capacity: capacity) { _, from, maxBytes in try fetch(from, maxBytes) }
+    }
+
+    /// Fills up to `capacity` bytes: first the carried rest of a message, then messages from `fetch`, asked
+    /// once per partition, starting where the last fill left off. `fetch` returns messages of that partition
+    /// from the offset asked for on, with their offsets (which may start past the one asked for, after a
+    /// reset). Returns an empty array when nothing is available.
+    public mutating func fill(capacity: Int,
+                              fetch: (_ partition: Int, _ from: Int64, _ maxBytes: Int) throws -> MessageBatch?) rethrows -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(Swift.min(capacity, 1 << 16))
         if hasCarry {
@@ -26,8 +53,22 @@ public struct ReadCursor: Sendable {
             if carryStart == carry.count { carry = []; carryStart = 0 }
             if out.count == capacity { return out }
         }
-        guard let batch = try fetch(offset, capacity - out.count), !batch.isEmpty else { return out }
-        var next = offset
+        let count = offsets.count
+        for step in 0..<count {
+            let partition = (nextPartition + step) % count
+            guard let batch = try fetch(partition, offsets[partition], capacity - out.count), !batch.isEmpty else { continue }
+            // The next fill starts with the partition after this one.
+            nextPartition = (partition + 1) % count
+            if take(batch, into: &out, capacity: capacity, partition: partition) { break }
+        }
+        return out
+    }
+
+    /// Appends a batch's messages while they fit; returns whether the buffer is full (the rest of a message
+    /// that did not fit waits in the carry, and messages after it are fetched again).
+    private mutating func take(_ batch: MessageBatch, into out: inout [UInt8], capacity: Int, partition: Int) -> Bool {
+        var full = false
+        var next = offsets[partition]
         for index in 0..<batch.count {
             let message = batch.block[index]
             next = batch.offsets[index] + 1
@@ -36,23 +77,24 @@ public struct ReadCursor: Sendable {
                 out.append(contentsOf: message)
                 out.append(UInt8(ascii: "\n"))
             } else {
-                // Hand out what fits; the rest waits in the carry. Messages after this one are fetched again.
                 let n = Swift.min(room, message.count)
                 out.append(contentsOf: message.prefix(n))
                 carry = Array(message.dropFirst(n))
                 carry.append(UInt8(ascii: "\n"))
                 carryStart = 0
+                full = true
                 break
             }
-            if out.count == capacity { break }
+            if out.count == capacity { full = true; break }
         }
-        offset = next
-        return out
+        offsets[partition] = next
+        return full
     }
 
-    /// Moves the cursor (for a reader that starts at the end of a pipe).
+    /// Moves the cursor of a pipe of one partition (for a reader that starts at the end of a pipe).
     public mutating func seek(to offset: Int64) {
-        self.offset = offset
+        precondition(offsets.count == 1)
+        offsets[0] = offset
         carry = []
         carryStart = 0
     }

@@ -18,9 +18,8 @@ final class OpenPipe: @unchecked Sendable {
     private let interrupts: InterruptTable
 
     private let lock = NSLock()
-    private var cursor: ReadCursor
-    /// For a `.drain` handle: the end of the pipe at open; reading stops there.
-    private let drainEnd: Int64?
+    /// Where this handle reads; a `.drain` handle's reader stops at the end the pipe had at open.
+    private var reader: PipeReader
     private var framer: LineFramer
     private let writer: PipeWriter?
     private var observer: Int?
@@ -41,9 +40,7 @@ final class OpenPipe: @unchecked Sendable {
         canRead = access == O_RDONLY || access == O_RDWR
         canWrite = access == O_WRONLY || access == O_RDWR
         nonBlocking = flags & O_NONBLOCK != 0
-        let bounds = log.bounds()
-        cursor = ReadCursor(offset: view == .tail ? bounds.end : bounds.oldest)
-        drainEnd = view == .drain ? bounds.end : nil
+        reader = PipeReader(log: log, start: view == .tail ? .end : .oldest, stopAtEnd: view == .drain)
         framer = LineFramer(maxMessageBytes: maxMessageBytes)
         writer = canWrite ? try log.makeWriter() : nil
         if canRead {
@@ -53,27 +50,10 @@ final class OpenPipe: @unchecked Sendable {
 
     // MARK: Reading
 
-    private enum Outcome { case data([UInt8]), endOfFile, nothing }
+    private typealias Outcome = PipeReader.Outcome
 
-    /// Takes what the cursor can deliver now. Called with the lock held.
-    private func take(_ size: Int) throws -> Outcome {
-        var removed = false
-        let limit = drainEnd
-        let bytes = try cursor.fill(capacity: size) { from, maxBytes in
-            if let limit, from >= limit { return nil }
-            switch try log.fetch(from: from, maxBytes: maxBytes) {
-            case .messages(var batch):
-                if let limit { batch.truncate(below: limit) }
-                return batch.isEmpty ? nil : batch
-            case .nothing: return nil
-            case .removed: removed = true; return nil
-            }
-        }
-        if !bytes.isEmpty { return .data(bytes) }
-        if removed { return .endOfFile }
-        if let limit, cursor.offset >= limit || log.bounds().oldest >= limit { return .endOfFile }
-        return .nothing
-    }
+    /// Takes what the reader can have now. Called with the lock held.
+    private func take(_ size: Int) throws -> Outcome { try reader.read(capacity: size) }
 
     func read(_ request: Request, size: Int) {
         lock.lock()
@@ -146,18 +126,8 @@ final class OpenPipe: @unchecked Sendable {
         }
     }
 
-    /// Whether a read would return at once. Called with the lock held. Asks the store rather than comparing
-    /// offsets: a backend may know of a message (Kafka acknowledged it) before it can serve it.
-    private func readable() -> Bool {
-        if cursor.hasCarry { return true }
-        if let drainEnd, max(cursor.offset, log.bounds().oldest) >= drainEnd { return true }
-        switch try? log.fetch(from: cursor.offset, maxBytes: 1) {
-        case .messages(let batch): return drainEnd.map { batch.offsets[0] < $0 } ?? true
-        case .removed: return true
-        case .nothing: return false
-        case nil: return true   // the read will report the error
-        }
-    }
+    /// Whether a read would return at once. Called with the lock held.
+    private func readable() -> Bool { reader.isReadable() }
 
     func poll(_ request: Request, handle: OpaquePointer?) {
         lock.lock()

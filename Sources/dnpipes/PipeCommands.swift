@@ -104,23 +104,11 @@ struct Pull: ParsableCommand {
         let wake = DispatchSemaphore(value: 0)
         let token = log.addObserver { wake.signal() }
         defer { log.removeObserver(token) }
-        let bounds = log.bounds()
-        var cursor = ReadCursor(offset: fromEnd ? bounds.end : bounds.oldest)
-        let stopAt: Int64? = exitAtEnd ? bounds.end : nil
+        var reader = PipeReader(log: log, start: fromEnd ? .end : .oldest, stopAtEnd: exitAtEnd)
         signal(SIGPIPE, SIG_IGN)
         while true {
-            var removed = false
-            let bytes = try cursor.fill(capacity: 1 << 20) { from, maxBytes in
-                if let stopAt, from >= stopAt { return nil }
-                switch try log.fetch(from: from, maxBytes: maxBytes) {
-                case .messages(var batch):
-                    if let stopAt { batch.truncate(below: stopAt) }
-                    return batch.isEmpty ? nil : batch
-                case .nothing: return nil
-                case .removed: removed = true; return nil
-                }
-            }
-            if !bytes.isEmpty {
+            switch try reader.read(capacity: 1 << 20) {
+            case .data(let bytes):
                 var written = 0
                 while written < bytes.count {
                     let n = bytes[written...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
@@ -128,9 +116,9 @@ struct Pull: ParsableCommand {
                     written += n
                 }
                 continue
+            case .endOfFile: return
+            case .nothing: break
             }
-            if removed { return }
-            if let stopAt, cursor.offset >= stopAt || log.bounds().oldest >= stopAt, !cursor.hasCarry { return }
             _ = wake.wait(timeout: .now() + 1)
         }
     }
