@@ -54,8 +54,9 @@ public struct ReadCursor: Sendable {
             if out.count == capacity { return out }
         }
         let count = offsets.count
+        let first = nextPartition
         for step in 0..<count {
-            let partition = (nextPartition + step) % count
+            let partition = (first + step) % count
             guard let batch = try fetch(partition, offsets[partition], capacity - out.count), !batch.isEmpty else { continue }
             // The next fill starts with the partition after this one.
             nextPartition = (partition + 1) % count

@@ -20,25 +20,17 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private var topicHandles: [String: OpaquePointer] = [:]
     /// Signalled after each batch of delivery reports: writers held back by a full local queue try again.
     private let roomMade = NSCondition()
-    private let consumer: OpaquePointer
+    private let consumer: StreamConsumer
     let admin: OpaquePointer
-    private let consumerQueue: OpaquePointer
-    /// librdkafka writes to this pipe when the consumer queue gets messages, and `wakeConsumer` when the
-    /// consumer thread has requests to apply: the thread sleeps in poll() on it, never on a timer.
-    private let consumerWake: (read: Int32, write: Int32)
 
     private let lock = NSLock()
     private var names: Set<PipeName> = []
     private var createdAt: [PipeName: Date] = [:]
     private var pipes: [PipeName: KafkaPipe] = [:]
-    private var toAssign: [KafkaPipe] = []
-    private var toUnassign: [String] = []
-    /// Each open pipe's partition queue, and the pipes whose window is full (touched by the consumer thread only).
-    private var partitionQueues: [String: OpaquePointer] = [:]
-    private var fullTopics: Set<String> = []
+    /// Partition counts from the latest metadata, by topic.
+    private var partitionCounts: [String: Int] = [:]
     private var running = true
     private var deleteRecordsWorks: Bool?
-    private var warnedMultiPartition: Set<String> = []
     private var threads: [Thread] = []
     private let stopped = DispatchGroup()
     let adminQueue = DispatchQueue(label: "dnpipes.kafka.admin")
@@ -49,31 +41,10 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         self.logger = logger
         let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
         producer = try KafkaStore.makeProducer(configuration, deliveries: deliveries)
-        consumer = try KafkaHandle.make(RD_KAFKA_CONSUMER, defaults: [
-            // Partitions are assigned directly, never through a group: the id only satisfies librdkafka.
-            ("group.id", "dnpipes-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"),
-            ("enable.auto.commit", "false"), ("enable.partition.eof", "true"), ("auto.offset.reset", "earliest"),
-            ("fetch.wait.max.ms", "100"),
-            // The consumer thread empties the local queue into the streams at once; when it has not (a stream is
-            // full), a fetch waits 10 ms rather than librdkafka's default second before trying again.
-            ("queued.max.messages.kbytes", "8192"), ("fetch.queue.backoff.ms", "10"),
-            ("fetch.message.max.bytes", messageMax), ("client.id", "dnpipes-consumer"),
-            ("allow.auto.create.topics", "false"),
-        ], configuration: configuration)
+        consumer = try StreamConsumer(configuration: configuration, logger: logger)
         // Looking up a name must never create a topic of that name, whatever the brokers' auto-creation says.
         admin = try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [("client.id", "dnpipes-admin"), ("allow.auto.create.topics", "false")],
                                      configuration: configuration)
-        rd_kafka_poll_set_consumer(consumer)
-        consumerQueue = rd_kafka_queue_get_consumer(consumer)
-        var wake: [Int32] = [0, 0]
-        guard pipe(&wake) == 0 else { throw PipeError.io("pipe: \(String(cString: strerror(errno)))") }
-        for fd in wake {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        }
-        consumerWake = (wake[0], wake[1])
-        rd_kafka_queue_io_event_enable(consumerQueue, wake[1], "1", 1)
-
         logger.info("connecting to Kafka: \(configuration.loggable)")
         if let error = refreshMetadata(timeout: configuration.connectTimeout) {
             shutdownClients()
@@ -86,7 +57,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
                 replaceProducerIfFatal(current)
             }
         }
-        start("dnpipes-kafka-consumer") { [unowned self] in consumeLoop() }
+        start("dnpipes-kafka-consumer") { [unowned self] in consumer.run(while: { isRunning }) }
         start("dnpipes-kafka-metadata") { [unowned self] in
             while isRunning {
                 for _ in 0..<20 where isRunning { usleep(100_000) }
@@ -199,18 +170,16 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return KafkaHandle.describe(err) }
         defer { rd_kafka_metadata_destroy(md) }
         var seen: Set<PipeName> = []
+        var counts: [String: Int] = [:]
         for i in 0..<Int(md.pointee.topic_cnt) {
             let t = md.pointee.topics[i]
             guard t.err == RD_KAFKA_RESP_ERR_NO_ERROR, let name = pipeName(forTopic: String(cString: t.topic)) else { continue }
             seen.insert(name)
-            if t.partition_cnt > 1 {
-                lock.lock()
-                let first = warnedMultiPartition.insert(name.value).inserted
-                lock.unlock()
-                if first { logger.warning("topic \(String(cString: t.topic)) has \(t.partition_cnt) partitions; dnpipes reads and writes partition 0 only") }
-            }
+            counts[String(cString: t.topic)] = Int(t.partition_cnt)
         }
         lock.lock()
+        partitionCounts = counts
+        let streamed = Array(pipes.values)
         let now = Date()
         // A pipe created here moments ago may not be in every broker's metadata yet. Once a listing has it,
         // it has no such grace any more: a later listing without it means it was deleted.
@@ -229,13 +198,19 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         for name in createdAt.keys where graced[name] == nil { seen.insert(name) }
         let gone = pipes.filter { !seen.contains($0.key) }.map(\.value)
         names = seen
-        for p in gone { pipes[p.name] = nil; toUnassign.append(p.topic) }
+        for p in gone { pipes[p.name] = nil }
         lock.unlock()
         for p in gone {
             logger.info("pipe \(p.name) was deleted on the cluster")
             p.markRemoved()
+            consumer.unassign(p)
         }
-        if !gone.isEmpty { wakeConsumer() }
+        // A topic that gained partitions: stream the new ones too.
+        for p in streamed where !gone.contains(where: { $0 === p }) {
+            if let count = counts[p.topic], p.isStreaming, count > p.partitionCount {
+                adminQueue.async { [self] in extendStream(p, to: count) }
+            }
+        }
         return nil
     }
 
@@ -273,7 +248,12 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         defer { rd_kafka_metadata_destroy(md) }
         guard md.pointee.topic_cnt > 0 else { return nil }
         let t = md.pointee.topics[0]
-        if t.err == RD_KAFKA_RESP_ERR_NO_ERROR { return t.partition_cnt > 0 }
+        if t.err == RD_KAFKA_RESP_ERR_NO_ERROR {
+            lock.lock()
+            partitionCounts[topicName] = Int(t.partition_cnt)
+            lock.unlock()
+            return t.partition_cnt > 0
+        }
         return t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_ID ? false : nil
     }
 
@@ -346,10 +326,11 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         names.remove(name)
         createdAt[name] = nil
         let pipe = pipes.removeValue(forKey: name)
-        if pipe != nil { toUnassign.append(topicName) }
         lock.unlock()
-        pipe?.markRemoved()
-        wakeConsumer()
+        if let pipe {
+            pipe.markRemoved()
+            consumer.unassign(pipe)
+        }
         logger.info("deleted pipe \(name)")
     }
 
@@ -364,30 +345,17 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         return pipe
     }
 
-    /// Fetches the topic's metadata into the consumer, so that its first fetch goes to the partition's leader at
-    /// once. A partition assigned before the consumer knows its leader waits for a retry timer (about a second).
-    private func learnLeader(of topic: String) {
-        guard let handle = rd_kafka_topic_new(consumer, topic, nil) else { return }
-        defer { rd_kafka_topic_destroy(handle) }
-        var md: UnsafePointer<rd_kafka_metadata>?
-        if rd_kafka_metadata(consumer, 0, handle, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR, let md {
-            rd_kafka_metadata_destroy(md)
-        }
-    }
-
-    /// Starts reading a pipe into its shared stream, where its last reset left it. Waits on the network (not
-    /// on a FUSE thread): retries until the brokers answer, the pipe is deleted, or the mount stops.
+    /// Starts reading a pipe into its shared streams, one per partition, each where its last reset left it.
+    /// Waits on the network (not on a FUSE thread): retries until the brokers answer, the pipe is deleted, or
+    /// the mount stops.
     func startStream(_ pipe: KafkaPipe) {
         var warned = false
         while isRunning && !pipe.isRemoved {
             do {
-                let floor = try resetFloor(of: pipe.topic)
-                learnLeader(of: pipe.topic)
-                pipe.start(at: floor)
-                lock.lock()
-                if pipes[pipe.name] === pipe { toAssign.append(pipe) }
-                lock.unlock()
-                wakeConsumer()
+                let count = consumer.learnLeaders(of: pipe.topic) ?? knownPartitionCount(of: pipe.topic)
+                let floors = try resetFloors(of: pipe.topic, partitions: count)
+                let fresh = pipe.start(floors: floors)
+                if isOpen(pipe) { consumer.assign(pipe, streams: fresh) }
                 return
             } catch {
                 if !warned { logger.warning("pipe \(pipe.name): cannot start reading yet, retrying: \(error)") }
@@ -397,6 +365,31 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         }
     }
 
+    /// Streams the partitions a topic gained since its stream started.
+    private func extendStream(_ pipe: KafkaPipe, to count: Int) {
+        guard count > pipe.partitionCount, !pipe.isRemoved else { return }
+        do {
+            _ = consumer.learnLeaders(of: pipe.topic)
+            let floors = try resetFloors(of: pipe.topic, partitions: count)
+            logger.info("pipe \(pipe.name): topic \(pipe.topic) has \(count) partitions now; reading them all")
+            consumer.assign(pipe, streams: pipe.start(floors: floors))
+            pipe.notifyReaders()
+        } catch {
+            logger.warning("pipe \(pipe.name): cannot read the partitions its topic gained yet: \(error)")
+        }
+    }
+
+    private func isOpen(_ pipe: KafkaPipe) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return pipes[pipe.name] === pipe
+    }
+
+    /// The topic's partition count as the latest metadata gave it (1 when unknown).
+    func knownPartitionCount(of topic: String) -> Int {
+        lock.lock(); defer { lock.unlock() }
+        return max(1, partitionCounts[topic] ?? 1)
+    }
+
     public func shutdown() {
         rd_kafka_flush(currentProducer, 10_000)
         lock.lock()
@@ -404,18 +397,13 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         running = false
         lock.unlock()
         guard wasRunning else { return }
-        wakeConsumer()
+        consumer.wake()
         stopped.wait()
         shutdownClients()
     }
 
     private func shutdownClients() {
-        rd_kafka_queue_io_event_enable(consumerQueue, -1, nil, 0)
-        rd_kafka_queue_destroy(consumerQueue)
-        close(consumerWake.read)
-        close(consumerWake.write)
-        rd_kafka_consumer_close(consumer)
-        rd_kafka_destroy(consumer)
+        consumer.close()
         topicHandles.values.forEach { rd_kafka_topic_destroy($0) }
         topicHandles = [:]
         rd_kafka_destroy(producer)
@@ -471,13 +459,13 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         return handle
     }
 
-    func produce(topic: String, payload: [UInt8], token: Int, marker: Bool) -> rd_kafka_resp_err_t {
+    func produce(topic: String, partition: Int32, payload: [UInt8], token: Int, marker: Bool) -> rd_kafka_resp_err_t {
         let opaque = UnsafeMutableRawPointer(bitPattern: token)
         let deadline = Date().addingTimeInterval(30)
         while true {
             producerLock.lock()
             let err = payload.withUnsafeBytes { raw in
-                dnp_produce(producer, topic, 0, raw.baseAddress, raw.count, opaque, marker ? KafkaStore.markerHeader : nil)
+                dnp_produce(producer, topic, partition, raw.baseAddress, raw.count, opaque, marker ? KafkaStore.markerHeader : nil)
             }
             producerLock.unlock()
             // A full local queue pushes back until deliveries make room (as for a writer's messages).
@@ -488,16 +476,16 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         }
     }
 
-    func produceMarker(for pipe: KafkaPipe, completion: @escaping (Result<Int64, Error>) -> Void) {
+    func produceMarker(for pipe: KafkaPipe, partition: Int32, completion: @escaping (Result<Int64, Error>) -> Void) {
         let token = deliveries.registerOneOff(OneDelivery { [logger] err, offset in
             if err == RD_KAFKA_RESP_ERR_NO_ERROR {
                 completion(.success(offset))
             } else {
-                logger.error("pipe \(pipe.name): reset marker not acknowledged: \(KafkaHandle.describe(err))")
+                logger.error("pipe \(pipe.name): reset marker for partition \(partition) not acknowledged: \(KafkaHandle.describe(err))")
                 completion(.failure(PipeError.unavailable(KafkaHandle.describe(err))))
             }
         })
-        let err = produce(topic: pipe.topic, payload: [], token: token, marker: true)
+        let err = produce(topic: pipe.topic, partition: partition, payload: [], token: token, marker: true)
         if err != RD_KAFKA_RESP_ERR_NO_ERROR {
             _ = deliveries.target(token)
             completion(.failure(PipeError.unavailable("pipe \(pipe.name): reset refused: \(KafkaHandle.describe(err))")))
@@ -505,15 +493,17 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     }
 
     /// Frees the broker's storage below a reset marker, where the broker supports DeleteRecords.
-    func deleteRecords(of pipe: KafkaPipe, below offset: Int64) {
+    func deleteRecords(of pipe: KafkaPipe, below floors: [Int64]) {
         lock.lock()
         let skip = configuration.deleteRecords == .off || (configuration.deleteRecords == .auto && deleteRecordsWorks == false)
         lock.unlock()
         if skip { return }
         adminQueue.async { [self] in
-            guard let list = rd_kafka_topic_partition_list_new(1) else { return }
+            guard let list = rd_kafka_topic_partition_list_new(Int32(floors.count)) else { return }
             defer { rd_kafka_topic_partition_list_destroy(list) }
-            rd_kafka_topic_partition_list_add(list, pipe.topic, 0).pointee.offset = offset
+            for (partition, offset) in floors.enumerated() {
+                rd_kafka_topic_partition_list_add(list, pipe.topic, Int32(partition)).pointee.offset = offset
+            }
             guard let request = rd_kafka_DeleteRecords_new(list) else { return }
             defer { rd_kafka_DeleteRecords_destroy(request) }
             var requests: [OpaquePointer?] = [request]
@@ -524,7 +514,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
                 guard let offsets = rd_kafka_DeleteRecords_result_offsets(result), offsets.pointee.cnt > 0 else {
                     return RD_KAFKA_RESP_ERR_UNKNOWN
                 }
-                return offsets.pointee.elems[0].err
+                let errors = (0..<Int(offsets.pointee.cnt)).map { offsets.pointee.elems[$0].err }
+                return errors.first { $0 != RD_KAFKA_RESP_ERR_NO_ERROR } ?? RD_KAFKA_RESP_ERR_NO_ERROR
             }) ?? RD_KAFKA_RESP_ERR__TIMED_OUT
             lock.lock()
             let firstVerdict = deleteRecordsWorks == nil
@@ -563,156 +554,18 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     /// Long enough for a fetch response newer than now to arrive (twice fetch.wait.max.ms).
     let freshFetchInterval = 0.2
 
-    func cachedHighWatermark(of topic: String) -> Int64? {
-        var low: Int64 = -1, high: Int64 = -1
-        let err = rd_kafka_get_watermark_offsets(consumer, topic, 0, &low, &high)
-        return err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
+    func cachedHighWatermark(of topic: String, partition: Int32) -> Int64? {
+        consumer.cachedHighWatermark(of: topic, partition: partition)
     }
 
-    func wakeConsumer() {
-        var byte: UInt8 = 1
-        _ = write(consumerWake.write, &byte, 1)   // a full pipe already means "wake up"
-    }
+    func wakeConsumer() { consumer.wake() }
 
-    /// Sleeps until the consumer queue has messages, a request arrives, or `timeout` ms pass.
-    private func waitForConsumerWork(timeout: Int32) {
-        var pfd = pollfd(fd: consumerWake.read, events: Int16(POLLIN), revents: 0)
-        _ = poll(&pfd, 1, timeout)
-        var drain = [UInt8](repeating: 0, count: 256)
-        while read(consumerWake.read, &drain, drain.count) > 0 {}
-    }
-
-    func partitionList(_ topic: String, offset: Int64) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
-        let list = rd_kafka_topic_partition_list_new(1)!
-        rd_kafka_topic_partition_list_add(list, topic, 0).pointee.offset = offset
+    /// A list of one topic's partitions 0..<offsets.count at those offsets.
+    func partitionList(_ topic: String, offsets: [Int64]) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
+        let list = rd_kafka_topic_partition_list_new(Int32(offsets.count))!
+        for (partition, offset) in offsets.enumerated() {
+            rd_kafka_topic_partition_list_add(list, topic, Int32(partition)).pointee.offset = offset
+        }
         return list
-    }
-
-    private func applyRequests() {
-        lock.lock()
-        let assign = toAssign
-        toAssign = []
-        let unassign = toUnassign
-        toUnassign = []
-        let open = Array(pipes.values)
-        lock.unlock()
-        for topic in unassign {
-            if let queue = partitionQueues.removeValue(forKey: topic) { rd_kafka_queue_destroy(queue) }
-            fullTopics.remove(topic)
-            let list = partitionList(topic, offset: Int64(RD_KAFKA_OFFSET_INVALID))
-            if let error = rd_kafka_incremental_unassign(consumer, list) { rd_kafka_error_destroy(error) }
-            rd_kafka_topic_partition_list_destroy(list)
-        }
-        for pipe in assign {
-            // An explicit offset needs no offset query before the first fetch. Below the low watermark
-            // (retention, DeleteRecords), auto.offset.reset=earliest starts at the oldest message.
-            let list = partitionList(pipe.topic, offset: pipe.streamStart)
-            if let error = rd_kafka_incremental_assign(consumer, list) {
-                logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
-                rd_kafka_error_destroy(error)
-            }
-            rd_kafka_topic_partition_list_destroy(list)
-            // Each pipe's partition gets a queue of its own, served only while the pipe's window has room.
-            // A full window then holds back just that partition: librdkafka stops fetching it once its queue
-            // holds queued.max.messages.kbytes, and goes on 10 ms after the queue is served again (pausing
-            // the partition instead would throw the prefetched messages away and cost a second to resume).
-            if partitionQueues[pipe.topic] == nil, let queue = rd_kafka_queue_get_partition(consumer, pipe.topic, 0) {
-                rd_kafka_queue_forward(queue, nil)
-                rd_kafka_queue_io_event_enable(queue, consumerWake.write, "1", 1)
-                partitionQueues[pipe.topic] = queue
-            }
-        }
-        for pipe in open {
-            let (rewind, resume) = pipe.takeRequests()
-            if let rewind {
-                let list = partitionList(pipe.topic, offset: rewind)
-                if let error = rd_kafka_seek_partitions(consumer, list, 5000) {
-                    logger.warning("pipe \(pipe.name): seek to \(rewind) failed: \(String(cString: rd_kafka_error_string(error)))")
-                    rd_kafka_error_destroy(error)
-                }
-                rd_kafka_topic_partition_list_destroy(list)
-                pipe.rewound(to: rewind)
-            }
-            if resume || rewind != nil { fullTopics.remove(pipe.topic) }
-        }
-    }
-
-    private func consumeLoop() {
-        var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 1024)
-        while isRunning {
-            applyRequests()
-            var served = 0
-            // The consumer's own queue carries errors; each pipe's partition queue its messages.
-            served += consume(from: consumerQueue, into: &batch)
-            for (topic, queue) in partitionQueues where !fullTopics.contains(topic) {
-                served += consume(from: queue, into: &batch)
-            }
-            if served == 0 { waitForConsumerWork(timeout: 200) }
-        }
-        for queue in partitionQueues.values { rd_kafka_queue_destroy(queue) }
-        partitionQueues = [:]
-    }
-
-    /// Takes one batch from a queue and hands its records to their pipes. Returns how many it took.
-    private func consume(from queue: OpaquePointer, into batch: inout [UnsafeMutablePointer<rd_kafka_message_t>?]) -> Int {
-        let n = rd_kafka_consume_batch_queue(queue, 0, &batch, batch.count)
-        guard n > 0 else { return 0 }
-        // Per topic: offsets, payloads copied once into one block, and which of them are reset markers.
-        var records: [String: ConsumedRecords] = [:]
-        var ends: [String: Int64] = [:]
-        // A batch holds runs of one partition's messages: name the topic once per run, not per message.
-        var lastTopic: (handle: OpaquePointer?, name: String) = (nil, "")
-        for i in 0..<n {
-            guard let m = batch[i] else { continue }
-            let msg = m.pointee
-            if msg.rkt != lastTopic.handle || lastTopic.handle == nil {
-                lastTopic = (msg.rkt, String(cString: dnp_message_topic(m)))
-            }
-            let topic = lastTopic.name
-            if msg.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                ends[topic] = msg.offset
-            } else if msg.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                logger.warning("reading topic \(topic): \(KafkaHandle.describe(msg.err))")
-            } else {
-                let isMarker = dnp_has_header(m, KafkaStore.markerHeader) != 0
-                records[topic, default: ConsumedRecords()].add(offset: msg.offset, isMarker: isMarker,
-                    payload: UnsafeRawBufferPointer(start: msg.payload, count: msg.payload == nil ? 0 : msg.len))
-            }
-            rd_kafka_message_destroy(m)
-        }
-        lock.lock()
-        let byTopic = Dictionary(uniqueKeysWithValues: pipes.values.map { ($0.topic, $0) })
-        lock.unlock()
-        for (topic, recs) in records {
-            guard let pipe = byTopic[topic] else { continue }
-            if pipe.deliver(offsets: recs.offsets, block: recs.block, markers: recs.markers) { fullTopics.insert(topic) }
-            if !pipe.caughtUp {
-                // The fetch response that brought these records also brought the partition's end.
-                var low: Int64 = 0, high: Int64 = -1
-                rd_kafka_get_watermark_offsets(consumer, topic, 0, &low, &high)
-                if high >= 0 { pipe.learnedEnd(high: high, low: max(0, low)) }
-            }
-        }
-        for (topic, offset) in ends {
-            guard let pipe = byTopic[topic] else { continue }
-            var low: Int64 = 0, high: Int64 = 0
-            rd_kafka_get_watermark_offsets(consumer, topic, 0, &low, &high)
-            pipe.reachedEnd(at: offset, low: max(0, low))
-        }
-        return n
-    }
-}
-
-/// What one consumed batch brought for one topic: offsets, the payloads copied once into one block, and
-/// which of them are reset markers.
-struct ConsumedRecords {
-    var offsets: [Int64] = []
-    var block = MessageBlock()
-    var markers: Set<Int> = []
-
-    mutating func add(offset: Int64, isMarker: Bool, payload: UnsafeRawBufferPointer) {
-        if isMarker { markers.insert(offsets.count) }
-        offsets.append(offset)
-        block.append(payload)
     }
 }

@@ -1,45 +1,50 @@
 import CRdKafka
 import DNPipesCore
 
-/// Where a pipe's messages begin after its last reset, kept as the committed offset of one consumer group.
+/// Where a pipe's messages begin after its last reset, kept as the committed offsets (one per partition) of
+/// one consumer group.
 ///
 /// Reset markers in the topic tell readers that are streaming the pipe; a host that opens the pipe later
 /// would have to read the whole topic to find the last marker before it could serve a single message. The
-/// committed offset lets it start at the right place at once: the resetting host commits "one past the
-/// marker" before the reset completes, and an opening host reads it back. The group never has members; it
-/// only stores offsets (Kafka's OffsetCommit and OffsetFetch, which every broker has).
+/// committed offsets let it start at the right place at once: the resetting host commits "one past the
+/// marker" of every partition before the reset completes, and an opening host reads them back. The group
+/// never has members; it only stores offsets (Kafka's OffsetCommit and OffsetFetch, which every broker has).
 extension KafkaStore {
     static let resetGroup = "dnpipes-resets"
 
-    /// The first offset after the pipe's last reset, or 0 if it was never reset.
-    func resetFloor(of topic: String) throws -> Int64 {
-        let list = partitionList(topic, offset: Int64(RD_KAFKA_OFFSET_INVALID))
+    /// Per partition, the first offset after the pipe's last reset, or 0 if it was never reset.
+    func resetFloors(of topic: String, partitions: Int) throws -> [Int64] {
+        let list = partitionList(topic, offsets: Array(repeating: Int64(RD_KAFKA_OFFSET_INVALID), count: partitions))
         defer { rd_kafka_topic_partition_list_destroy(list) }
         guard let request = rd_kafka_ListConsumerGroupOffsets_new(KafkaStore.resetGroup, list) else {
             throw PipeError.io("topic \(topic): cannot build an offset request")
         }
         defer { rd_kafka_ListConsumerGroupOffsets_destroy(request) }
         var requests: [OpaquePointer?] = [request]
-        var floor: Int64 = 0
-        let err = try adminRequest(what: "read the reset offset of \(topic)") { options, queue in
+        var floors = Array(repeating: Int64(0), count: partitions)
+        let err = try adminRequest(what: "read the reset offsets of \(topic)") { options, queue in
             rd_kafka_ListConsumerGroupOffsets(admin, &requests, 1, options, queue)
         } result: { event in
-            partitionResult(rd_kafka_event_ListConsumerGroupOffsets_result(event).map {
+            partitionResults(rd_kafka_event_ListConsumerGroupOffsets_result(event).map {
                 var count = 0
                 return rd_kafka_ListConsumerGroupOffsets_result_groups($0, &count).flatMap { count > 0 ? $0[0] : nil }
-            } ?? nil) { offset in floor = max(0, offset) }
+            } ?? nil) { partition, offset in
+                if partition >= 0 && partition < partitions { floors[partition] = max(0, offset) }
+            }
         }
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
             throw PipeError.unavailable("topic \(topic): cannot read where its last reset left it (group \(KafkaStore.resetGroup)): \(KafkaHandle.describe(err))")
         }
-        return floor
+        return floors
     }
 
-    /// Records a reset: readers that open the pipe from now on start at `offset`. Never moves the floor
-    /// back (two hosts resetting at once commit in either order).
-    func commitResetFloor(_ offset: Int64, of topic: String) throws {
-        if let current = try? resetFloor(of: topic), current >= offset { return }
-        let list = partitionList(topic, offset: offset)
+    /// Records a reset: readers that open the pipe from now on start at `floors` (one per partition). Never
+    /// moves a floor back (two hosts resetting at once commit in either order).
+    func commitResetFloors(_ floors: [Int64], of topic: String) throws {
+        let current = (try? resetFloors(of: topic, partitions: floors.count)) ?? []
+        if current.count == floors.count && zip(current, floors).allSatisfy({ $0 >= $1 }) { return }
+        let merged = floors.enumerated().map { max($0.element, $0.offset < current.count ? current[$0.offset] : 0) }
+        let list = partitionList(topic, offsets: merged)
         defer { rd_kafka_topic_partition_list_destroy(list) }
         guard let request = rd_kafka_AlterConsumerGroupOffsets_new(KafkaStore.resetGroup, list) else {
             throw PipeError.io("topic \(topic): cannot build an offset commit")
@@ -49,10 +54,10 @@ extension KafkaStore {
         let err = try adminRequest(what: "record the reset of \(topic)") { options, queue in
             rd_kafka_AlterConsumerGroupOffsets(admin, &requests, 1, options, queue)
         } result: { event in
-            partitionResult(rd_kafka_event_AlterConsumerGroupOffsets_result(event).map {
+            partitionResults(rd_kafka_event_AlterConsumerGroupOffsets_result(event).map {
                 var count = 0
                 return rd_kafka_AlterConsumerGroupOffsets_result_groups($0, &count).flatMap { count > 0 ? $0[0] : nil }
-            } ?? nil) { _ in }
+            } ?? nil) { _, _ in }
         }
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
             throw PipeError.unavailable("topic \(topic): cannot record the reset (group \(KafkaStore.resetGroup)): \(KafkaHandle.describe(err))")
@@ -60,8 +65,8 @@ extension KafkaStore {
     }
 }
 
-/// The error of a one-group, one-partition result, handing its offset to `offset`.
-private func partitionResult(_ group: OpaquePointer?, offset: (Int64) -> Void) -> rd_kafka_resp_err_t {
+/// The first error of a one-group result, handing each partition's offset to `offset`.
+private func partitionResults(_ group: OpaquePointer?, offset: (Int, Int64) -> Void) -> rd_kafka_resp_err_t {
     guard let group else { return RD_KAFKA_RESP_ERR_UNKNOWN }
     if let error = rd_kafka_group_result_error(group) {
         return rd_kafka_error_code(error)
@@ -69,7 +74,10 @@ private func partitionResult(_ group: OpaquePointer?, offset: (Int64) -> Void) -
     guard let partitions = rd_kafka_group_result_partitions(group), partitions.pointee.cnt > 0 else {
         return RD_KAFKA_RESP_ERR_UNKNOWN
     }
-    let p = partitions.pointee.elems[0]
-    if p.err == RD_KAFKA_RESP_ERR_NO_ERROR { offset(p.offset) }
-    return p.err
+    var first = RD_KAFKA_RESP_ERR_NO_ERROR
+    for i in 0..<Int(partitions.pointee.cnt) {
+        let p = partitions.pointee.elems[i]
+        if p.err == RD_KAFKA_RESP_ERR_NO_ERROR { offset(Int(p.partition), p.offset) } else if first == RD_KAFKA_RESP_ERR_NO_ERROR { first = p.err }
+    }
+    return first
 }

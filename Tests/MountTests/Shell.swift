@@ -37,14 +37,22 @@ func shell(_ script: String, cwd: String? = nil, env: [String: String] = [:], ti
     let stderrData = Collected()
     let group = DispatchGroup()
     group.enter()
+    let stdoutData = Collected()
     DispatchQueue.global().async { stderrData.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
+    group.enter()
+    DispatchQueue.global().async { stdoutData.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
     p.waitUntilExit()
+    // A process the script left running in the background with its output still open would hold the
+    // pipes forever: bound the wait instead of hanging the suite.
+    if group.wait(timeout: .now() + 10) == .timedOut {
+        XCTFail("the script ended but left a background process holding its output open (redirect it): \(script.prefix(200))",
+                file: file, line: line)
+        return ShellResult(status: p.terminationStatus, stdout: "", stderr: "")
+    }
     if p.terminationStatus == 124 {
         XCTFail("script timed out after \(seconds)s: \(script.prefix(200))", file: file, line: line)
     }
-    return ShellResult(status: p.terminationStatus, stdout: String(decoding: stdoutData, as: UTF8.self),
+    return ShellResult(status: p.terminationStatus, stdout: String(decoding: stdoutData.data, as: UTF8.self),
                        stderr: String(decoding: stderrData.data, as: UTF8.self))
 }
 

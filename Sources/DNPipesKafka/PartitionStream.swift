@@ -1,0 +1,299 @@
+import Foundation
+import DNPipesCore
+
+/// One partition of a pipe's topic as this mount streams it, shared by every open handle of the pipe.
+///
+/// The stream keeps a window of recent messages (at most `windowBytes` plus one fetch). Readers inside the
+/// window read from memory; a reader at its front waits for the consumer; a reader behind it asks for a
+/// rewind, and the stream refetches from there. So memory does not grow with the number of readers or how far
+/// behind one is, and the mount keeps one consumer connection however many readers there are.
+final class PartitionStream: @unchecked Sendable {
+    let partition: Int32
+    private var windowBytes: Int
+    /// Wakes the consumer thread (a rewind asked for, room made in a full window).
+    private let wakeConsumer: @Sendable () -> Void
+
+    private let lock = NSLock()
+    private var offsets: [Int64] = []
+    /// Where each message's bytes are: a range of one of `chunks`, the buffers the consumer filled (one per
+    /// consumed batch, so a message costs no allocation of its own, and a read is served from a chunk without
+    /// copying it).
+    private var locations: [(chunk: Int, range: Range<Int>)] = []
+    private var chunks: [[UInt8]] = []
+    /// Chunks below this index hold no message of the window any more and have been let go.
+    private var releasedChunks = 0
+    /// Running byte totals: `totals[i]` counts the payloads of every message up to and including `i` (from
+    /// `totalsBase`, what the dropped messages before index 0 added up to), so eviction finds its cut points by
+    /// binary search instead of walking thousands of messages on every read, and the window's size is the
+    /// difference of two totals.
+    private var totals: [Int] = []
+    private var totalsBase = 0
+    private var head = 0
+    /// The window holds every message in `[windowStart, position)`.
+    private var windowStart: Int64 = 0
+    /// The offset the consumer delivers next.
+    private var position: Int64 = 0
+    /// Readers below this offset continue from it: one past the last reset marker seen or written.
+    private var resetFloor: Int64 = 0
+    private var lowWatermark: Int64 = 0
+    private var highWatermark: Int64 = 0
+    /// Set once the stream's first fetch has answered (with records or at the end of the partition): before
+    /// that, the end of the partition is not known.
+    private var caughtUp = false
+    private var paused = false
+    private var rewindTo: Int64?
+    private var caughtUpWaiters: [DispatchSemaphore] = []
+    /// Where the stream starts: one past the partition's last reset when the first reader opened the pipe.
+    private(set) var streamStart: Int64 = 0
+
+    init(partition: Int32, windowBytes: Int, wakeConsumer: @escaping @Sendable () -> Void) {
+        self.partition = partition
+        self.windowBytes = windowBytes
+        self.wakeConsumer = wakeConsumer
+    }
+
+    /// The pipe's budget is shared by its partitions.
+    func setWindowBytes(_ bytes: Int) {
+        lock.lock()
+        windowBytes = bytes
+        lock.unlock()
+    }
+
+    /// The stream begins at `floor` (or later, after a reset made here meanwhile).
+    func start(at floor: Int64) {
+        lock.lock()
+        let at = max(floor, resetFloor)
+        streamStart = at
+        windowStart = at
+        position = at
+        resetFloor = at
+        lock.unlock()
+    }
+
+    var isCaughtUp: Bool {
+        lock.lock(); defer { lock.unlock() }
+        return caughtUp
+    }
+
+    func bounds() -> (oldest: Int64, end: Int64) {
+        lock.lock(); defer { lock.unlock() }
+        let end = max(highWatermark, position)
+        return (min(max(resetFloor, lowWatermark), end), end)
+    }
+
+    /// Messages from `offset` on, about `maxBytes` but at least one, or nil when there are none yet (a reader
+    /// behind the window has asked for a rewind meanwhile).
+    func fetch(from offset: Int64, maxBytes: Int) -> MessageBatch? {
+        lock.lock()
+        defer { lock.unlock() }
+        if !caughtUp { return nil }
+        let x = max(offset, resetFloor, lowWatermark)
+        if x >= position {
+            // At the front: room for more? Drop what this reader has passed, keeping some history for
+            // readers just behind it.
+            if paused { evict(below: x, keepBytes: windowBytes / 4) }
+            return nil
+        }
+        if x < windowStart {
+            if rewindTo == nil || rewindTo! > x {
+                rewindTo = x
+                wakeConsumer()
+            }
+            return nil
+        }
+        // Inside the window: binary search for the first message at or after x.
+        var lo = head, hi = offsets.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if offsets[mid] < x { lo = mid + 1 } else { hi = mid }
+        }
+        // Up to maxBytes, from one chunk: the batch shares that chunk's buffer.
+        let chunk = locations[lo].chunk
+        var total = 0
+        var i = lo
+        while i < offsets.count && locations[i].chunk == chunk && (i == lo || total < maxBytes) {
+            total += locations[i].range.count + 1
+            i += 1
+        }
+        let batch = MessageBatch(offsets: Array(offsets[lo..<i]),
+                                 block: MessageBlock(bytes: chunks[chunk], ranges: locations[lo..<i].map(\.range)))
+        if paused {
+            // The stream waits for room: make it as soon as a reader has passed enough, so that the next fetch
+            // overlaps with reading the rest of the window instead of starting when it is all read.
+            evict(below: offsets[i - 1], keepBytes: windowBytes / 4)
+        }
+        return batch
+    }
+
+    /// Whether the stream has delivered everything below `offset` (or cannot go on until a reader makes room).
+    func hasReached(_ offset: Int64) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return position >= offset || paused
+    }
+
+    /// Raises the known end (a high watermark from the cluster).
+    func raiseEnd(to offset: Int64) {
+        lock.lock()
+        highWatermark = max(highWatermark, offset)
+        lock.unlock()
+    }
+
+    // MARK: Fed by the consumer thread
+
+    /// A batch of consumed records: their offsets, their payloads in one block, and which of them are reset
+    /// markers. Returns whether anything changed and whether the window is over its budget (the consumer then
+    /// stops serving the partition's queue until a reader makes room).
+    func deliver(offsets delivered: [Int64], block: MessageBlock, markers: Set<Int>) -> (changed: Bool, full: Bool) {
+        lock.lock()
+        defer { lock.unlock() }
+        var changed = false
+        let chunk = chunks.count
+        var used = false
+        for (i, offset) in delivered.enumerated() where offset >= position {
+            position = offset + 1
+            if markers.contains(i) {
+                applyMarker(at: offset)
+            } else if offset >= resetFloor {
+                let range = block.ranges[i]
+                offsets.append(offset)
+                locations.append((chunk, range))
+                totals.append((totals.last ?? totalsBase) + range.count)
+                used = true
+            }
+            changed = true
+        }
+        if used { chunks.append(block.bytes) }
+        highWatermark = max(highWatermark, position)
+        let full = windowSize > windowBytes
+        if full { paused = true }
+        return (changed, full)
+    }
+
+    /// The first fetch brought records and the partition's watermarks (from the fetch response): readers
+    /// can start, and the end of the partition is known. Returns whether this was the first news.
+    func learnedEnd(high: Int64, low: Int64) -> Bool {
+        lock.lock()
+        highWatermark = max(highWatermark, high)
+        return markCaughtUp(low: low)
+    }
+
+    /// The consumer reached the end of the partition. Returns whether this was the first news.
+    func reachedEnd(at offset: Int64, low: Int64) -> Bool {
+        lock.lock()
+        highWatermark = max(highWatermark, offset)
+        // Everything below the end has been delivered (offsets without a message are control records).
+        if offset > position && rewindTo == nil { position = offset }
+        return markCaughtUp(low: low)
+    }
+
+    /// Called with the lock held; releases it.
+    private func markCaughtUp(low: Int64) -> Bool {
+        lowWatermark = max(lowWatermark, low)
+        let first = !caughtUp
+        caughtUp = true
+        let waiters = caughtUpWaiters
+        caughtUpWaiters = []
+        lock.unlock()
+        waiters.forEach { $0.signal() }
+        return first
+    }
+
+    /// Our own producer's acknowledgement: the end moves at once, before the consumer fetches the message.
+    func acknowledged(offset: Int64) { raiseEnd(to: offset + 1) }
+
+    func noteMarker(at offset: Int64) {
+        lock.lock()
+        applyMarker(at: offset)
+        highWatermark = max(highWatermark, offset + 1)
+        lock.unlock()
+    }
+
+    /// Called with the lock held.
+    private func applyMarker(at offset: Int64) {
+        guard offset + 1 > resetFloor else { return }
+        resetFloor = offset + 1
+        evict(below: resetFloor, keepBytes: 0)
+    }
+
+    private func totalBefore(_ i: Int) -> Int { i == 0 ? totalsBase : totals[i - 1] }
+
+    /// The payload bytes the window holds. Called with the lock held.
+    private var windowSize: Int { totalBefore(offsets.count) - totalBefore(head) }
+
+    /// Drops messages below `limit`, except the newest `keepBytes` of them. Called with the lock held.
+    private func evict(below limit: Int64, keepBytes: Int) {
+        // end: the first message at or after `limit`.
+        var lo = head, hi = offsets.count
+        while lo < hi { let mid = (lo + hi) / 2; if offsets[mid] < limit { lo = mid + 1 } else { hi = mid } }
+        let end = lo
+        // cut: the first message of the newest run below `end` that fits in `keepBytes`.
+        let endTotal = totalBefore(end)
+        lo = head; hi = end
+        while lo < hi { let mid = (lo + hi) / 2; if endTotal - totalBefore(mid) > keepBytes { lo = mid + 1 } else { hi = mid } }
+        let cut = keepBytes == 0 ? end : lo
+        guard cut > head else { return }
+        head = cut
+        // Let go of chunks no message of the window is in any more.
+        let firstKept = head < offsets.count ? locations[head].chunk : chunks.count
+        while releasedChunks < firstKept { chunks[releasedChunks] = []; releasedChunks += 1 }
+        windowStart = head < offsets.count ? offsets[head] : position
+        if head > 4096 && head * 2 > offsets.count {
+            totalsBase = totals[head - 1]
+            offsets.removeFirst(head)
+            locations.removeFirst(head)
+            totals.removeFirst(head)
+            head = 0
+            // Renumber the chunks from the first one still in use.
+            chunks.removeFirst(firstKept)
+            releasedChunks = 0
+            for i in locations.indices { locations[i].chunk -= firstKept }
+        }
+        if paused && windowSize <= windowBytes / 2 {
+            paused = false
+            wakeConsumer()
+        }
+    }
+
+    /// The consumer asks what to do for this partition before its next poll.
+    func takeRequests() -> (rewind: Int64?, resume: Bool) {
+        lock.lock(); defer { lock.unlock() }
+        let r = rewindTo
+        rewindTo = nil
+        return (r, !paused)
+    }
+
+    /// The consumer has moved the partition's fetch position to `offset`: the window starts anew there.
+    func rewound(to offset: Int64) {
+        lock.lock()
+        dropWindow()
+        windowStart = offset
+        position = offset
+        paused = false
+        lock.unlock()
+    }
+
+    /// The pipe was deleted: let go of the window and of anyone waiting.
+    func close() {
+        lock.lock()
+        dropWindow()
+        let waiters = caughtUpWaiters
+        caughtUpWaiters = []
+        lock.unlock()
+        waiters.forEach { $0.signal() }
+    }
+
+    /// Called with the lock held.
+    private func dropWindow() {
+        offsets = []; locations = []; chunks = []; releasedChunks = 0; totals = []; totalsBase = 0; head = 0
+    }
+
+    /// Waits until the stream has reached the end of the partition once (not on a FUSE thread).
+    func waitUntilCaughtUp(deadline: DispatchTime) -> Bool {
+        lock.lock()
+        if caughtUp { lock.unlock(); return true }
+        let s = DispatchSemaphore(value: 0)
+        caughtUpWaiters.append(s)
+        lock.unlock()
+        return s.wait(timeout: deadline) == .success
+    }
+}

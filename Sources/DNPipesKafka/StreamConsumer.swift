@@ -1,0 +1,263 @@
+import CRdKafka
+import Foundation
+import Logging
+import DNPipesCore
+
+/// The mount's one consumer client: it fetches every streamed partition of every open pipe and hands the
+/// records to their `PartitionStream`s, on one thread that sleeps on librdkafka's queue events.
+///
+/// Partitions are assigned directly (never through a consumer group), each at the offset its stream starts
+/// at, and each gets a queue of its own that is served only while its stream's window has room.
+final class StreamConsumer: @unchecked Sendable {
+    private struct TopicPartition: Hashable {
+        var topic: String
+        var partition: Int32
+    }
+    /// What the consumer thread knows of an assigned partition.
+    private struct Assigned {
+        var pipe: KafkaPipe
+        var stream: PartitionStream
+        var queue: OpaquePointer
+        /// The stream's window is full: its queue is left alone until a reader makes room.
+        var full = false
+    }
+
+    private let consumer: OpaquePointer
+    private let consumerQueue: OpaquePointer
+    /// librdkafka writes to this pipe when a queue gets messages, and `wake` when the thread has requests to
+    /// apply: the thread sleeps in poll() on it, never on a timer.
+    private let wakePipe: (read: Int32, write: Int32)
+    private let logger: Logger
+
+    private let lock = NSLock()
+    private var toAssign: [(pipe: KafkaPipe, streams: [PartitionStream])] = []
+    private var toUnassign: [KafkaPipe] = []
+    /// Touched by the consumer thread only.
+    private var assigned: [TopicPartition: Assigned] = [:]
+
+    init(configuration: KafkaConfiguration, logger: Logger) throws {
+        self.logger = logger
+        let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
+        consumer = try KafkaHandle.make(RD_KAFKA_CONSUMER, defaults: [
+            // Partitions are assigned directly, never through a group: the id only satisfies librdkafka.
+            ("group.id", "dnpipes-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"),
+            ("enable.auto.commit", "false"), ("enable.partition.eof", "true"), ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "100"),
+            // The consumer thread empties the local queues into the streams at once; when it has not (a window
+            // is full), a fetch waits 10 ms rather than librdkafka's default second before trying again.
+            ("queued.max.messages.kbytes", "8192"), ("fetch.queue.backoff.ms", "10"),
+            ("fetch.message.max.bytes", messageMax), ("client.id", "dnpipes-consumer"),
+            ("allow.auto.create.topics", "false"),
+        ], configuration: configuration)
+        rd_kafka_poll_set_consumer(consumer)
+        consumerQueue = rd_kafka_queue_get_consumer(consumer)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else {
+            rd_kafka_queue_destroy(consumerQueue)
+            rd_kafka_destroy(consumer)
+            throw PipeError.io("pipe: \(String(cString: strerror(errno)))")
+        }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        wakePipe = (fds[0], fds[1])
+        rd_kafka_queue_io_event_enable(consumerQueue, wakePipe.write, "1", 1)
+    }
+
+    /// Asks for a pipe's streams to be fetched (applied by the consumer thread).
+    func assign(_ pipe: KafkaPipe, streams: [PartitionStream]) {
+        guard !streams.isEmpty else { return }
+        lock.lock()
+        toAssign.append((pipe, streams))
+        lock.unlock()
+        wake()
+    }
+
+    /// Stops fetching a deleted pipe.
+    func unassign(_ pipe: KafkaPipe) {
+        lock.lock()
+        toUnassign.append(pipe)
+        lock.unlock()
+        wake()
+    }
+
+    func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakePipe.write, &byte, 1)   // a full pipe already means "wake up"
+    }
+
+    /// Fetches the topic's metadata into the consumer, so that its first fetch goes to each partition's leader
+    /// at once (a partition assigned before the consumer knows its leader waits for a retry timer, about a
+    /// second). Returns the topic's partition count, or nil when the brokers did not tell.
+    func learnLeaders(of topic: String) -> Int? {
+        guard let handle = rd_kafka_topic_new(consumer, topic, nil) else { return nil }
+        defer { rd_kafka_topic_destroy(handle) }
+        var md: UnsafePointer<rd_kafka_metadata>?
+        guard rd_kafka_metadata(consumer, 0, handle, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return nil }
+        defer { rd_kafka_metadata_destroy(md) }
+        guard md.pointee.topic_cnt > 0, md.pointee.topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
+        return Int(md.pointee.topics[0].partition_cnt)
+    }
+
+    /// The high watermark of the latest fetch response for a partition.
+    func cachedHighWatermark(of topic: String, partition: Int32) -> Int64? {
+        var low: Int64 = -1, high: Int64 = -1
+        let err = rd_kafka_get_watermark_offsets(consumer, topic, partition, &low, &high)
+        return err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
+    }
+
+    /// Runs the consumer thread until `isRunning` says stop.
+    func run(while isRunning: () -> Bool) {
+        var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 1024)
+        while isRunning() {
+            applyRequests()
+            var served = 0
+            // The consumer's own queue carries errors; each partition's queue its messages.
+            served += consume(from: consumerQueue, into: &batch)
+            for entry in assigned.values where !entry.full {
+                served += consume(from: entry.queue, into: &batch)
+            }
+            if served == 0 { waitForWork(timeout: 200) }
+        }
+        for entry in assigned.values { rd_kafka_queue_destroy(entry.queue) }
+        assigned = [:]
+    }
+
+    func close() {
+        rd_kafka_queue_io_event_enable(consumerQueue, -1, nil, 0)
+        rd_kafka_queue_destroy(consumerQueue)
+        Glibc.close(wakePipe.read)
+        Glibc.close(wakePipe.write)
+        rd_kafka_consumer_close(consumer)
+        rd_kafka_destroy(consumer)
+    }
+
+    /// Sleeps until a queue has messages, a request arrives, or `timeout` ms pass.
+    private func waitForWork(timeout: Int32) {
+        var pfd = pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, timeout)
+        var drain = [UInt8](repeating: 0, count: 256)
+        while read(wakePipe.read, &drain, drain.count) > 0 {}
+    }
+
+    private func partitionList(_ entries: [(topic: String, partition: Int32, offset: Int64)]) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
+        let list = rd_kafka_topic_partition_list_new(Int32(entries.count))!
+        for e in entries { rd_kafka_topic_partition_list_add(list, e.topic, e.partition).pointee.offset = e.offset }
+        return list
+    }
+
+    private func applyRequests() {
+        lock.lock()
+        let assign = toAssign
+        toAssign = []
+        let unassign = toUnassign
+        toUnassign = []
+        lock.unlock()
+        for pipe in unassign {
+            let keys = assigned.keys.filter { $0.topic == pipe.topic }
+            guard !keys.isEmpty else { continue }
+            for key in keys { rd_kafka_queue_destroy(assigned.removeValue(forKey: key)!.queue) }
+            let list = partitionList(keys.map { ($0.topic, $0.partition, Int64(RD_KAFKA_OFFSET_INVALID)) })
+            if let error = rd_kafka_incremental_unassign(consumer, list) { rd_kafka_error_destroy(error) }
+            rd_kafka_topic_partition_list_destroy(list)
+        }
+        for (pipe, streams) in assign where !pipe.isRemoved {
+            // An explicit offset needs no offset query before the first fetch. Below the low watermark
+            // (retention, DeleteRecords), auto.offset.reset=earliest starts at the oldest message.
+            let list = partitionList(streams.map { (pipe.topic, $0.partition, $0.streamStart) })
+            if let error = rd_kafka_incremental_assign(consumer, list) {
+                logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
+                rd_kafka_error_destroy(error)
+            }
+            rd_kafka_topic_partition_list_destroy(list)
+            // A full window holds back just its partition: librdkafka stops fetching it once its queue holds
+            // queued.max.messages.kbytes, and goes on 10 ms after the queue is served again (pausing the
+            // partition instead would throw the prefetched messages away and cost a second to resume).
+            for stream in streams {
+                let key = TopicPartition(topic: pipe.topic, partition: stream.partition)
+                guard assigned[key] == nil, let queue = rd_kafka_queue_get_partition(consumer, pipe.topic, stream.partition) else { continue }
+                rd_kafka_queue_forward(queue, nil)
+                rd_kafka_queue_io_event_enable(queue, wakePipe.write, "1", 1)
+                assigned[key] = Assigned(pipe: pipe, stream: stream, queue: queue)
+            }
+        }
+        for (key, entry) in assigned {
+            let (rewind, resume) = entry.stream.takeRequests()
+            if let rewind {
+                let list = partitionList([(key.topic, key.partition, rewind)])
+                if let error = rd_kafka_seek_partitions(consumer, list, 5000) {
+                    logger.warning("pipe \(entry.pipe.name): seek of partition \(key.partition) to \(rewind) failed: \(String(cString: rd_kafka_error_string(error)))")
+                    rd_kafka_error_destroy(error)
+                }
+                rd_kafka_topic_partition_list_destroy(list)
+                entry.stream.rewound(to: rewind)
+                entry.pipe.notifyReaders()
+            }
+            if entry.full && (resume || rewind != nil) { assigned[key]?.full = false }
+        }
+    }
+
+    /// Takes one batch from a queue and hands its records to their streams. Returns how many it took.
+    private func consume(from queue: OpaquePointer, into batch: inout [UnsafeMutablePointer<rd_kafka_message_t>?]) -> Int {
+        let n = rd_kafka_consume_batch_queue(queue, 0, &batch, batch.count)
+        guard n > 0 else { return 0 }
+        // Per partition: offsets, payloads copied once into one block, and which of them are reset markers.
+        var records: [TopicPartition: ConsumedRecords] = [:]
+        var ends: [TopicPartition: Int64] = [:]
+        // A batch holds runs of one partition's messages: name the topic once per run, not per message.
+        var lastTopic: (handle: OpaquePointer?, name: String) = (nil, "")
+        for i in 0..<n {
+            guard let m = batch[i] else { continue }
+            let msg = m.pointee
+            if msg.rkt != lastTopic.handle || lastTopic.handle == nil {
+                lastTopic = (msg.rkt, String(cString: dnp_message_topic(m)))
+            }
+            let key = TopicPartition(topic: lastTopic.name, partition: msg.partition)
+            if msg.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                ends[key] = msg.offset
+            } else if msg.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                logger.warning("reading topic \(key.topic) partition \(key.partition): \(KafkaHandle.describe(msg.err))")
+            } else {
+                let isMarker = dnp_has_header(m, KafkaStore.markerHeader) != 0
+                records[key, default: ConsumedRecords()].add(offset: msg.offset, isMarker: isMarker,
+                    payload: UnsafeRawBufferPointer(start: msg.payload, count: msg.payload == nil ? 0 : msg.len))
+            }
+            rd_kafka_message_destroy(m)
+        }
+        for (key, recs) in records {
+            guard let entry = assigned[key] else { continue }
+            let (changed, full) = entry.stream.deliver(offsets: recs.offsets, block: recs.block, markers: recs.markers)
+            if full { assigned[key]?.full = true }
+            var first = false
+            if !entry.stream.isCaughtUp {
+                // The fetch response that brought these records also brought the partition's end.
+                var low: Int64 = 0, high: Int64 = -1
+                rd_kafka_get_watermark_offsets(consumer, key.topic, key.partition, &low, &high)
+                if high >= 0 { first = entry.stream.learnedEnd(high: high, low: max(0, low)) }
+            }
+            if changed || first { entry.pipe.notifyReaders() }
+        }
+        for (key, offset) in ends {
+            guard let entry = assigned[key] else { continue }
+            var low: Int64 = 0, high: Int64 = 0
+            rd_kafka_get_watermark_offsets(consumer, key.topic, key.partition, &low, &high)
+            if entry.stream.reachedEnd(at: offset, low: max(0, low)) { entry.pipe.notifyReaders() }
+        }
+        return n
+    }
+}
+
+/// What one consumed batch brought for one partition: offsets, the payloads copied once into one block, and
+/// which of them are reset markers.
+struct ConsumedRecords {
+    var offsets: [Int64] = []
+    var block = MessageBlock()
+    var markers: Set<Int> = []
+
+    mutating func add(offset: Int64, isMarker: Bool, payload: UnsafeRawBufferPointer) {
+        if isMarker { markers.insert(offsets.count) }
+        offsets.append(offset)
+        block.append(payload)
+    }
+}
