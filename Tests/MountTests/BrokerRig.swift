@@ -36,6 +36,137 @@ enum BrokerRig {
         """, timeout: 30).status == 0
     }
 
+    /// Forwards 127.0.0.1:`listen` to 127.0.0.1:`target` for clients that authenticate first with SASL/PLAIN
+    /// as `user` with `password`, the way a Kafka broker with a SASL listener does (tansu cannot keep its own
+    /// users). The relay answers SaslHandshake and SaslAuthenticate itself, passes ApiVersions to the broker,
+    /// and closes a connection whose credentials are wrong or that sends anything else before authenticating.
+    /// The script is written to `directory`. Returns once it accepts; `stopRelay` stops it.
+    static func startSASLRelay(listen: Int, target: Int, user: String, password: String, directory: String) -> Bool {
+        let script = directory + "/sasl-relay.py"
+        _ = FileManager.default.createFile(atPath: script, contents: Data(saslRelayScript.utf8))
+        return shell("""
+        nohup timeout 900 python3 "\(script)" \(listen) \(target) '\(user)' '\(password)' relay-\(listen) > "\(directory)/sasl-relay.log" 2>&1 &
+        for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/\(listen)) 2>/dev/null && exit 0; sleep 0.1; done
+        exit 1
+        """, timeout: 30).status == 0
+    }
+
+    private static let saslRelayScript = #"""
+    import asyncio, struct, sys
+    listen, target = int(sys.argv[1]), int(sys.argv[2])
+    user, password = sys.argv[3].encode(), sys.argv[4].encode()
+    API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE = 18, 17, 36
+
+    def frame(body):
+        return struct.pack(">i", len(body)) + body
+
+    def uvarint(b, i):
+        value, shift = 0, 0
+        while True:
+            x = b[i]; i += 1
+            value |= (x & 0x7F) << shift
+            if not x & 0x80:
+                return value, i
+            shift += 7
+
+    def skip_tags(b, i):
+        count, i = uvarint(b, i)
+        for _ in range(count):
+            _, i = uvarint(b, i)
+            size, i = uvarint(b, i)
+            i += size
+        return i
+
+    def handshake(corr, body, i):
+        n = struct.unpack(">h", body[i:i + 2])[0]
+        mechanism = body[i + 2:i + 2 + n]
+        error = 0 if mechanism == b"PLAIN" else 33  # UNSUPPORTED_SASL_MECHANISM
+        return frame(struct.pack(">ihih", corr, error, 1, 5) + b"PLAIN")
+
+    def authenticate(corr, version, body, i):
+        if version >= 2:
+            i = skip_tags(body, i)
+            n, i = uvarint(body, i)
+            token = body[i:i + n - 1]
+        else:
+            n = struct.unpack(">i", body[i:i + 4])[0]
+            token = body[i + 4:i + 4 + n]
+        parts = token.split(b"\0")
+        ok = len(parts) == 3 and parts[1] == user and parts[2] == password
+        error = 0 if ok else 58  # SASL_AUTHENTICATION_FAILED
+        message = b"Authentication failed: invalid user name or password"
+        if version >= 2:
+            out = struct.pack(">i", corr) + b"\0" + struct.pack(">h", error)
+            out += b"\0" if ok else bytes([len(message) + 1]) + message
+            out += b"\1" + struct.pack(">q", 0) + b"\0"
+        else:
+            out = struct.pack(">ih", corr, error)
+            out += struct.pack(">h", -1) if ok else struct.pack(">h", len(message)) + message
+            out += struct.pack(">i", 0)
+            if version >= 1:
+                out += struct.pack(">q", 0)
+        return frame(out), ok
+
+    async def read_frame(r):
+        size = await r.readexactly(4)
+        return size + await r.readexactly(struct.unpack(">i", size)[0])
+
+    async def pump(r, w):
+        try:
+            while True:
+                data = await r.read(65536)
+                if not data:
+                    break
+                w.write(data)
+                await w.drain()
+        except Exception:
+            pass
+        finally:
+            w.close()
+
+    async def handle(cr, cw):
+        try:
+            sr, sw = await asyncio.open_connection("127.0.0.1", target)
+        except Exception:
+            cw.close()
+            return
+        try:
+            while True:
+                request = await read_frame(cr)
+                key, version, corr, client = struct.unpack(">hhih", request[4:14])
+                i = 14 + max(client, 0)
+                if key == API_VERSIONS:
+                    sw.write(request)
+                    await sw.drain()
+                    cw.write(await read_frame(sr))
+                elif key == SASL_HANDSHAKE:
+                    cw.write(handshake(corr, request, i))
+                elif key == SASL_AUTHENTICATE:
+                    answer, ok = authenticate(corr, version, request, i)
+                    cw.write(answer)
+                    await cw.drain()
+                    print("authenticated" if ok else "refused", flush=True)
+                    if not ok:
+                        raise ConnectionError("refused")
+                    break
+                else:
+                    print(f"request {key} before authentication: closed", flush=True)
+                    raise ConnectionError("unauthenticated")
+                await cw.drain()
+        except Exception:
+            cw.close()
+            sw.close()
+            return
+        await asyncio.gather(pump(cr, sw), pump(sr, cw))
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", listen, reuse_address=True)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+    """#
+
     /// Stops the relay, cutting every connection through it at once.
     static func stopRelay(listen: Int) {
         shell("pkill -f 'relay-\(listen)' ; for i in $(seq 50); do pgrep -f 'relay-\(listen)' >/dev/null || exit 0; sleep 0.1; done", timeout: 10)
@@ -112,7 +243,7 @@ final class S3BackedBroker {
         environment["AWS_DEFAULT_REGION"] = "us-east-1"
         p.environment = environment
         let log = logDirectory + "/tansu-\(brokerPort).log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         p.standardOutput = FileHandle(forWritingAtPath: log)
         p.standardError = FileHandle(forWritingAtPath: log)
         do { try p.run() } catch { return "cannot start tansu: \(error)" }
