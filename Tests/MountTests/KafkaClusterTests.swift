@@ -3,16 +3,7 @@ import XCTest
 
 /// Two hosts on one Kafka cluster (two daemons on one broker), the pipe commands for hosts without FUSE,
 /// and an independent Kafka client reading and writing the same topics.
-final class KafkaClusterTests: MountTestCase {
-    override class var backend: Backend { .kafka }
-    var mnt2: String { root + "/mnt2" }
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        try FileManager.default.createDirectory(atPath: mnt2, withIntermediateDirectories: true)
-        try mount(at: mnt2)
-    }
-
+final class KafkaClusterTests: TwoHostTestCase {
 
     func testPipeMadeOnOneHostAppearsOnTheOther() {
         ok("mkfifo made-on-a")

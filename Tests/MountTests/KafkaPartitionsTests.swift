@@ -2,14 +2,9 @@ import XCTest
 
 /// A topic made by another Kafka client with several partitions: every partition is read, each in its own
 /// order, by mounts and by the pull command; a reset clears them all; pushes from a mount go to partition 0.
-final class KafkaPartitionsTests: MountTestCase {
-    override class var backend: Backend { .kafka }
-    var mnt2: String { root + "/mnt2" }
-
+final class KafkaPartitionsTests: TwoHostTestCase {
     override func setUpWithError() throws {
         try super.setUpWithError()
-        try FileManager.default.createDirectory(atPath: mnt2, withIntermediateDirectories: true)
-        try mount(at: mnt2)
         guard shell("python3 -c 'import kafka'").status == 0 else {
             throw XCTSkip("kafka-python is not installed (scripts/setup --test installs it)")
         }

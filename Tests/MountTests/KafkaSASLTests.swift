@@ -5,25 +5,10 @@ import XCTest
 /// tansu, which advertises the relay) let the daemon in only with the right password; pipes and the pipe
 /// commands work with it, a wrong password fails the mount naming the brokers, and the password is never
 /// logged.
-final class KafkaSASLTests: MountTestCase {
-    override class var backend: Backend { .kafka }
-    override var mountsInSetUp: Bool { false }
-    let saslPort = freeLoopbackPort()
-    let brokerPort = freeLoopbackPort()
-    var broker: Process?
-
+final class KafkaSASLTests: RelayedBrokerTestCase {
     override func setUpWithError() throws {
         try super.setUpWithError()
-        broker = try BrokerRig.startBroker(listen: brokerPort, advertise: saslPort)
-        XCTAssertTrue(BrokerRig.startSASLRelay(listen: saslPort, target: brokerPort, user: "dnp", password: "s3cret-sasl", directory: root))
-    }
-
-    override func tearDownWithError() throws {
-        unmountAll()
-        BrokerRig.stopRelay(listen: saslPort)
-        broker?.terminate()
-        broker?.waitUntilExit()
-        try super.tearDownWithError()
+        XCTAssertTrue(BrokerRig.startSASLRelay(listen: relayPort, target: brokerPort, user: "dnp", password: "s3cret-sasl", directory: root))
     }
 
     private func writeConfig(password: String) {
@@ -33,7 +18,7 @@ final class KafkaSASLTests: MountTestCase {
         """)
     }
 
-    private var brokers: String { "--brokers 127.0.0.1:\(saslPort) --topic-prefix '\(topicPrefix)' --kafka-config \"$ROOT/sasl.conf\"" }
+    private var brokers: String { "--brokers 127.0.0.1:\(relayPort) --topic-prefix '\(topicPrefix)' --kafka-config \"$ROOT/sasl.conf\"" }
 
     func testPipesWorkWithSASLConfiguredInAPrivateFile() {
         writeConfig(password: "s3cret-sasl")
@@ -51,7 +36,7 @@ final class KafkaSASLTests: MountTestCase {
         writeConfig(password: "wrong-password")
         let r = sh("\"$DNPIPES\" mount \"$MNT\" --data-dir \"$DATA\" \(brokers)", timeout: 60)
         XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("cannot reach the Kafka brokers 127.0.0.1:\(saslPort)"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("cannot reach the Kafka brokers 127.0.0.1:\(relayPort)"), r.stderr)
         XCTAssertTrue(ok("cat \"$ROOT/sasl-relay.log\"").contains("refused"), "the relay refused the credentials")
         XCTAssertFalse(r.stderr.contains("wrong-password") || log.contains("wrong-password"), "the password was printed")
     }
