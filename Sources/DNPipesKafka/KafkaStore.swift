@@ -39,7 +39,6 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         try KafkaHandle.checkVersion()
         self.configuration = configuration
         self.logger = logger
-        let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
         producer = try KafkaStore.makeProducer(configuration, deliveries: deliveries)
         consumer = try StreamConsumer(configuration: configuration, logger: logger)
         // Looking up a name must never create a topic of that name, whatever the brokers' auto-creation says.

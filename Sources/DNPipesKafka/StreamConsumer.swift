@@ -155,7 +155,8 @@ final class StreamConsumer: @unchecked Sendable {
         toUnassign = []
         lock.unlock()
         for pipe in unassign {
-            let keys = assigned.keys.filter { $0.topic == pipe.topic }
+            // Only this pipe's: a pipe of the same name made again since may already be assigned.
+            let keys = assigned.filter { $0.key.topic == pipe.topic && $0.value.pipe === pipe }.map(\.key)
             guard !keys.isEmpty else { continue }
             for key in keys { rd_kafka_queue_destroy(assigned.removeValue(forKey: key)!.queue) }
             let list = partitionList(keys.map { ($0.topic, $0.partition, Int64(RD_KAFKA_OFFSET_INVALID)) })
