@@ -71,9 +71,13 @@ final class PipeMount {
         }
     }
 
+    /// Unmounts once (the embedded mount goes as soon as it is measured, and again in the teardown).
     func unmount() {
+        guard !unmounted else { return }
+        unmounted = true
         _ = try? shell("\(q(binary)) unmount \(q(path))", timeout: 60)
     }
+    private var unmounted = false
 }
 
 /// A file of `lines` lines of exactly `lineBytes` bytes each (plus the newline): a sequence number, then
