@@ -54,7 +54,7 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
             throw PipeError.messageTooLarge(size: largest, limit: store.configuration.maxMessageBytes)
         }
         lock.lock(); inFlight += messages.count; lock.unlock()
-        let (queued, err) = store.produce(topic: pipe.topic, messages: messages, token: token)
+        let (queued, err) = store.producer.produce(topic: pipe.topic, messages: messages, token: token)
         guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return }
         lock.lock(); inFlight -= messages.count - queued; lock.unlock()
         completeIfIdle()

@@ -1,0 +1,180 @@
+import CRdKafka
+import Foundation
+import Logging
+import DNPipesCore
+
+/// The mount's one producer client (idempotent, acks=all): every writer's messages go through it, and its
+/// thread hands each delivery report to the writer whose message it was (see `DeliveryTable`).
+final class PipeProducer: @unchecked Sendable {
+    let deliveries = DeliveryTable()
+    private let configuration: KafkaConfiguration
+    private let logger: Logger
+    /// Replaced when librdkafka reports a fatal producer error (an idempotent producer fenced after its
+    /// messages timed out in an outage): the messages in flight then fail, and new pushes go to a new producer.
+    private var handle: OpaquePointer
+    private let producerLock = NSLock()
+    /// Topic handles of the current producer, by topic (guarded by the producer lock).
+    private var topicHandles: [String: OpaquePointer] = [:]
+    /// Signalled after each batch of delivery reports: writers held back by a full local queue try again.
+    private let roomMade = NSCondition()
+
+    init(configuration: KafkaConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        handle = try PipeProducer.makeHandle(configuration)
+    }
+
+    /// Serves delivery reports until `isRunning` says stop, replacing the client if it fails for good.
+    func run(while isRunning: () -> Bool) {
+        while isRunning() {
+            let client = current
+            serveDeliveryReports(client, timeout: 200)
+            replaceProducerIfFatal(client)
+        }
+    }
+
+    /// Waits up to `timeoutMs` for what is queued to be delivered (at unmount).
+    func flush(timeoutMs: Int32) { rd_kafka_flush(current, timeoutMs) }
+
+    func close() {
+        producerLock.lock()
+        topicHandles.values.forEach { rd_kafka_topic_destroy($0) }
+        topicHandles = [:]
+        producerLock.unlock()
+        rd_kafka_destroy(handle)
+    }
+
+    private static func makeHandle(_ configuration: KafkaConfiguration) throws -> OpaquePointer {
+        let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
+        return try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [
+            ("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2"),
+            ("message.timeout.ms", "30000"), ("message.max.bytes", messageMax),
+            ("client.id", "dnpipes-producer"),
+        ], configuration: configuration) { conf in
+            // Delivery reports come as events carrying a batch of messages each (see serveDeliveryReports).
+            rd_kafka_conf_set_events(conf, Int32(RD_KAFKA_EVENT_DR))
+        }
+    }
+
+    /// Waits up to `timeout` ms for one delivery report event and hands its messages' outcomes to their
+    /// writers, a call per writer per event rather than per message. Returns whether there was an event.
+    @discardableResult
+    private func serveDeliveryReports(_ client: OpaquePointer, timeout: Int32) -> Bool {
+        let queue = rd_kafka_queue_get_main(client)
+        defer { rd_kafka_queue_destroy(queue) }
+        guard let event = rd_kafka_queue_poll(queue, timeout) else { return false }
+        defer { rd_kafka_event_destroy(event) }
+        guard rd_kafka_event_type(event) == RD_KAFKA_EVENT_DR else { return true }
+        var reports: [Int: DeliveryReport] = [:]
+        var messages = [UnsafePointer<rd_kafka_message_t>?](repeating: nil, count: 1024)
+        while true {
+            let n = rd_kafka_event_message_array(event, &messages, messages.count)
+            if n == 0 { break }
+            for i in 0..<n {
+                guard let m = messages[i]?.pointee else { continue }
+                let err = m.err
+                if err == RD_KAFKA_RESP_ERR_PRODUCER_FENCED || err == RD_KAFKA_RESP_ERR_INVALID_PRODUCER_EPOCH
+                    || err == RD_KAFKA_RESP_ERR__FENCED {
+                    deliveries.noteFenced()
+                }
+                reports[Int(bitPattern: m._private), default: DeliveryReport()].add(error: err, offset: m.offset)
+            }
+        }
+        for (token, report) in reports { deliveries.target(token)?.delivered(report) }
+        roomMade.lock(); roomMade.broadcast(); roomMade.unlock()
+        return true
+    }
+
+    private var current: OpaquePointer {
+        producerLock.lock(); defer { producerLock.unlock() }
+        return handle
+    }
+
+    /// A fatal producer error leaves that client unable to produce for good; start a new one so that writes
+    /// recover once the brokers do. What the old one still held fails (its writers' close reports EIO).
+    private func replaceProducerIfFatal(_ current: OpaquePointer) {
+        var errstr = [CChar](repeating: 0, count: 512)
+        let fatal = rd_kafka_fatal_error(current, &errstr, errstr.count)
+        let fenced = deliveries.takeFenced()
+        guard fatal != RD_KAFKA_RESP_ERR_NO_ERROR || fenced else { return }
+        let why = fatal != RD_KAFKA_RESP_ERR_NO_ERROR ? String(cString: errstr) : "the brokers fenced its producer epoch"
+        logger.warning("Kafka producer failed for good (\(why)); starting a new one")
+        guard let fresh = try? PipeProducer.makeHandle(configuration) else {
+            logger.error("cannot start a new Kafka producer; pushes will fail")
+            return
+        }
+        producerLock.lock()
+        handle = fresh
+        let handles = topicHandles
+        topicHandles = [:]
+        producerLock.unlock()
+        handles.values.forEach { rd_kafka_topic_destroy($0) }
+        rd_kafka_purge(current, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
+        while serveDeliveryReports(current, timeout: 0) {}   // the failure reports of what was purged
+        rd_kafka_destroy(current)
+    }
+
+    /// Hands a block of messages to the producer in one call (rd_kafka_produce_batch on a cached topic
+    /// handle), holding the producer lock once for the block. Returns how many were queued and the error that
+    /// stopped the rest, if any. A full local queue stops a batch at a message and fails every one after it,
+    /// so what is queued is always a prefix, in order; the rest is retried once deliveries make room.
+    func produce(topic: String, messages: MessageBlock, token: Int) -> (queued: Int, error: rd_kafka_resp_err_t) {
+        let opaque = UnsafeMutableRawPointer(bitPattern: token)
+        let count = messages.count
+        var batch = [rd_kafka_message_t](repeating: rd_kafka_message_t(), count: count)
+        var queued = 0
+        var deadline: Date?
+        return messages.bytes.withUnsafeBytes { raw in
+            for (i, r) in messages.ranges.enumerated() {
+                batch[i].payload = raw.baseAddress.map { UnsafeMutableRawPointer(mutating: $0 + r.lowerBound) }
+                batch[i].len = r.count
+                batch[i]._private = opaque
+            }
+            producerLock.lock()
+            defer { producerLock.unlock() }
+            while true {
+                guard let topicHandle = topicHandle(topic) else { return (queued, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) }
+                let n = batch.withUnsafeMutableBufferPointer { all in
+                    rd_kafka_produce_batch(topicHandle, 0, RD_KAFKA_MSG_F_COPY, all.baseAddress! + queued, Int32(count - queued))
+                }
+                queued += Int(max(n, 0))
+                if queued == count { return (queued, RD_KAFKA_RESP_ERR_NO_ERROR) }
+                let err = batch[queued].err
+                // A full local queue pushes back on the writer, for at most 30 s.
+                guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else { return (queued, err) }
+                if deadline == nil { deadline = Date().addingTimeInterval(30) }
+                guard Date() < deadline! else { return (queued, err) }
+                producerLock.unlock()
+                roomMade.lock()
+                _ = roomMade.wait(until: Date().addingTimeInterval(0.1))
+                roomMade.unlock()
+                producerLock.lock()
+            }
+        }
+    }
+
+    /// The current producer's handle for a topic. Called with the producer lock held.
+    private func topicHandle(_ topic: String) -> OpaquePointer? {
+        if let handle = topicHandles[topic] { return handle }
+        let topicHandle = rd_kafka_topic_new(handle, topic, nil)
+        topicHandles[topic] = topicHandle
+        return topicHandle
+    }
+
+    func produce(topic: String, partition: Int32, payload: [UInt8], token: Int, marker: Bool) -> rd_kafka_resp_err_t {
+        let opaque = UnsafeMutableRawPointer(bitPattern: token)
+        let deadline = Date().addingTimeInterval(30)
+        while true {
+            producerLock.lock()
+            let err = payload.withUnsafeBytes { raw in
+                dnp_produce(handle, topic, partition, raw.baseAddress, raw.count, opaque, marker ? KafkaStore.markerHeader : nil)
+            }
+            producerLock.unlock()
+            // A full local queue pushes back until deliveries make room (as for a writer's messages).
+            guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL, Date() < deadline else { return err }
+            roomMade.lock()
+            _ = roomMade.wait(until: Date().addingTimeInterval(0.1))
+            roomMade.unlock()
+        }
+    }
+}
