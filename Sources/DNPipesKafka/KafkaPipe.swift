@@ -16,7 +16,7 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
 
     private let lock = NSLock()
     /// Partition 0 from the start (writers acknowledge into it); the others once the stream starts.
-    private var streams: [PartitionStream]
+    private var streams: [PartitionStream] = []
     private var removed = false
     /// Whether the stream was asked to start (by the first reader).
     private var streamRequested = false
@@ -28,7 +28,6 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         self.topic = topic
         self.store = store
         self.windowBytes = windowBytes
-        streams = []
         streams = [makeStream(0)]
     }
 

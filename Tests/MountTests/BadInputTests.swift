@@ -52,7 +52,7 @@ final class BadInputTests: MountTestCase {
         let pid = daemonPID
         XCTAssertFalse(pid.isEmpty)
         let loop = { (n: Int) in
-            self.ok("for i in $(seq \(n)); do : < p; echo x >> p; done", timeout: 120)
+            _ = self.ok("for i in $(seq \(n)); do : < p; echo x >> p; done", timeout: 120)
         }
         func usage() -> [Int] {
             ok("""
@@ -67,7 +67,9 @@ final class BadInputTests: MountTestCase {
         XCTAssertEqual(before.count, 3); XCTAssertEqual(after.count, 3)
         if before.count == 3 && after.count == 3 {
             XCTAssertLessThan(after[0] - before[0], 4096, "resident memory grew (KiB): \(before) -> \(after)")
-            XCTAssertLessThanOrEqual(after[1], before[1] + 2, "threads grew: \(before) -> \(after)")
+            // Idle FUSE workers (up to 16) and Dispatch's pool come and go with load; a thread kept per open
+            // would add hundreds over 1000 opens.
+            XCTAssertLessThanOrEqual(after[1], before[1] + 16, "threads grew: \(before) -> \(after)")
             XCTAssertLessThanOrEqual(after[2], before[2], "descriptors grew: \(before) -> \(after)")
         }
         XCTAssertEqual(ok("wc -l < .drain/p"), "1200\n")

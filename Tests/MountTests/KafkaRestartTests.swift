@@ -30,6 +30,15 @@ final class KafkaRestartTests: MountTestCase {
     }
 
     override func tearDownWithError() throws {
+        if (testRun?.failureCount ?? 0) > 0 {
+            // What the daemon, the broker and the writer last said: a failure here is otherwise hard to read.
+            let tails = shell("""
+            echo "== daemon"; tail -n 60 \(quote(logFile))
+            for f in \(quote(root))/tansu-*.log; do echo "== $f"; tail -n 20 "$f"; done
+            echo "== writer"; tail -n 5 \(quote(root))/writer.log
+            """, timeout: 10)
+            print("KafkaRestartTests diagnostics:\n\(tails.stdout)")
+        }
         unmountAll()
         BrokerRig.stopRelay(listen: relayPort)
         broker?.stopAll()
