@@ -32,6 +32,13 @@ enum KafkaHandle {
 
     static func describe(_ err: rd_kafka_resp_err_t) -> String { String(cString: rd_kafka_err2str(err)) }
 
+    /// A partition list (the caller destroys it) of these partitions at these offsets.
+    static func partitionList(_ entries: [(topic: String, partition: Int32, offset: Int64)]) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
+        let list = rd_kafka_topic_partition_list_new(Int32(entries.count))!
+        for e in entries { rd_kafka_topic_partition_list_add(list, e.topic, e.partition).pointee.offset = e.offset }
+        return list
+    }
+
     /// librdkafka's version, which must be at least 2.3 (older ones mis-read tagged protocol fields).
     static func checkVersion() throws {
         let v = rd_kafka_version()

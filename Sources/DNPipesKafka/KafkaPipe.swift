@@ -159,7 +159,7 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
             store.produceMarker(for: self, partition: Int32(partition)) { [self] result in
                 switch result {
                 case .failure(let error):
-                    if markers.fail(error) { completion(error) }
+                    if markers.fail() { completion(error) }
                 case .success(let markerOffset):
                     stream(partition)?.noteMarker(at: markerOffset)
                     observers.notify()
@@ -226,7 +226,7 @@ final class ResetMarkers: @unchecked Sendable {
     }
 
     /// Returns true for the first failure only (the reset completes once).
-    func fail(_ error: Error) -> Bool {
+    func fail() -> Bool {
         lock.lock(); defer { lock.unlock() }
         defer { failed = true }
         return !failed

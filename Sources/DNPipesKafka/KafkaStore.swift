@@ -271,9 +271,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         while isRunning && !pipe.isRemoved {
             do {
                 let count = consumer.learnLeaders(of: pipe.topic) ?? knownPartitionCount(of: pipe.topic)
-                let floors = try resetFloors(of: pipe.topic, partitions: count)
-                let fresh = pipe.start(floors: floors)
-                if isOpen(pipe) { consumer.assign(pipe, streams: fresh) }
+                try streamPartitions(of: pipe, count: count)
                 return
             } catch {
                 if !warned { logger.warning("pipe \(pipe.name): cannot start reading yet, retrying: \(error)") }
@@ -288,13 +286,19 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         guard count > pipe.partitionCount, !pipe.isRemoved else { return }
         do {
             _ = consumer.learnLeaders(of: pipe.topic)
-            let floors = try resetFloors(of: pipe.topic, partitions: count)
+            try streamPartitions(of: pipe, count: count)
             logger.info("pipe \(pipe.name): topic \(pipe.topic) has \(count) partitions now; reading them all")
-            consumer.assign(pipe, streams: pipe.start(floors: floors))
             pipe.notifyReaders()
         } catch {
             logger.warning("pipe \(pipe.name): cannot read the partitions its topic gained yet: \(error)")
         }
+    }
+
+    /// Starts the pipe's streams of the partitions not streamed yet, each at its reset floor, and has the
+    /// consumer fetch them (unless the pipe was deleted meanwhile).
+    private func streamPartitions(of pipe: KafkaPipe, count: Int) throws {
+        let fresh = pipe.start(floors: try resetFloors(of: pipe.topic, partitions: count))
+        if isOpen(pipe) { consumer.assign(pipe, streams: fresh) }
     }
 
     private func isOpen(_ pipe: KafkaPipe) -> Bool {
@@ -351,11 +355,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         lock.unlock()
         if skip { return }
         adminQueue.async { [self] in
-            guard let list = rd_kafka_topic_partition_list_new(Int32(floors.count)) else { return }
+            let list = partitionList(pipe.topic, offsets: floors)
             defer { rd_kafka_topic_partition_list_destroy(list) }
-            for (partition, offset) in floors.enumerated() {
-                rd_kafka_topic_partition_list_add(list, pipe.topic, Int32(partition)).pointee.offset = offset
-            }
             guard let request = rd_kafka_DeleteRecords_new(list) else { return }
             defer { rd_kafka_DeleteRecords_destroy(request) }
             var requests: [OpaquePointer?] = [request]
@@ -414,10 +415,6 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
 
     /// A list of one topic's partitions 0..<offsets.count at those offsets.
     func partitionList(_ topic: String, offsets: [Int64]) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
-        let list = rd_kafka_topic_partition_list_new(Int32(offsets.count))!
-        for (partition, offset) in offsets.enumerated() {
-            rd_kafka_topic_partition_list_add(list, topic, Int32(partition)).pointee.offset = offset
-        }
-        return list
+        KafkaHandle.partitionList(offsets.enumerated().map { (topic, Int32($0.offset), $0.element) })
     }
 }

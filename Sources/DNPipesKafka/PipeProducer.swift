@@ -145,9 +145,7 @@ final class PipeProducer: @unchecked Sendable {
                 if deadline == nil { deadline = Date().addingTimeInterval(30) }
                 guard Date() < deadline! else { return (queued, err) }
                 producerLock.unlock()
-                roomMade.lock()
-                _ = roomMade.wait(until: Date().addingTimeInterval(0.1))
-                roomMade.unlock()
+                waitForRoom()
                 producerLock.lock()
             }
         }
@@ -172,9 +170,14 @@ final class PipeProducer: @unchecked Sendable {
             producerLock.unlock()
             // A full local queue pushes back until deliveries make room (as for a writer's messages).
             guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL, Date() < deadline else { return err }
-            roomMade.lock()
-            _ = roomMade.wait(until: Date().addingTimeInterval(0.1))
-            roomMade.unlock()
+            waitForRoom()
         }
+    }
+
+    /// Waits until a batch of delivery reports made room in the local queue, or 0.1 s.
+    private func waitForRoom() {
+        roomMade.lock()
+        _ = roomMade.wait(until: Date().addingTimeInterval(0.1))
+        roomMade.unlock()
     }
 }

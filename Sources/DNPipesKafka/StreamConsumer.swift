@@ -141,12 +141,6 @@ final class StreamConsumer: @unchecked Sendable {
         while read(wakePipe.read, &drain, drain.count) > 0 {}
     }
 
-    private func partitionList(_ entries: [(topic: String, partition: Int32, offset: Int64)]) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
-        let list = rd_kafka_topic_partition_list_new(Int32(entries.count))!
-        for e in entries { rd_kafka_topic_partition_list_add(list, e.topic, e.partition).pointee.offset = e.offset }
-        return list
-    }
-
     private func applyRequests() {
         lock.lock()
         let assign = toAssign
@@ -159,14 +153,14 @@ final class StreamConsumer: @unchecked Sendable {
             let keys = assigned.filter { $0.key.topic == pipe.topic && $0.value.pipe === pipe }.map(\.key)
             guard !keys.isEmpty else { continue }
             for key in keys { rd_kafka_queue_destroy(assigned.removeValue(forKey: key)!.queue) }
-            let list = partitionList(keys.map { ($0.topic, $0.partition, Int64(RD_KAFKA_OFFSET_INVALID)) })
+            let list = KafkaHandle.partitionList(keys.map { ($0.topic, $0.partition, Int64(RD_KAFKA_OFFSET_INVALID)) })
             if let error = rd_kafka_incremental_unassign(consumer, list) { rd_kafka_error_destroy(error) }
             rd_kafka_topic_partition_list_destroy(list)
         }
         for (pipe, streams) in assign where !pipe.isRemoved {
             // An explicit offset needs no offset query before the first fetch. Below the low watermark
             // (retention, DeleteRecords), auto.offset.reset=earliest starts at the oldest message.
-            let list = partitionList(streams.map { (pipe.topic, $0.partition, $0.streamStart) })
+            let list = KafkaHandle.partitionList(streams.map { (pipe.topic, $0.partition, $0.streamStart) })
             if let error = rd_kafka_incremental_assign(consumer, list) {
                 logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
                 rd_kafka_error_destroy(error)
@@ -186,7 +180,7 @@ final class StreamConsumer: @unchecked Sendable {
         for (key, entry) in assigned {
             let (rewind, resume) = entry.stream.takeRequests()
             if let rewind {
-                let list = partitionList([(key.topic, key.partition, rewind)])
+                let list = KafkaHandle.partitionList([(key.topic, key.partition, rewind)])
                 if let error = rd_kafka_seek_partitions(consumer, list, 5000) {
                     logger.warning("pipe \(entry.pipe.name): seek of partition \(key.partition) to \(rewind) failed: \(String(cString: rd_kafka_error_string(error)))")
                     rd_kafka_error_destroy(error)

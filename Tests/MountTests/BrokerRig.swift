@@ -31,9 +31,7 @@ enum BrokerRig {
             async with server: await server.serve_forever()
         asyncio.run(main())
         ' relay-\(listen) > /dev/null 2>&1 &
-        for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/\(listen)) 2>/dev/null && exit 0; sleep 0.1; done
-        exit 1
-        """, timeout: 30).status == 0
+        """, timeout: 30).status == 0 && waitForListener(listen, seconds: 10)
     }
 
     /// Forwards 127.0.0.1:`listen` to 127.0.0.1:`target` for clients that authenticate first with SASL/PLAIN
@@ -46,9 +44,7 @@ enum BrokerRig {
         _ = FileManager.default.createFile(atPath: script, contents: Data(saslRelayScript.utf8))
         return shell("""
         nohup timeout 900 python3 "\(script)" \(listen) \(target) '\(user)' '\(password)' relay-\(listen) > "\(directory)/sasl-relay.log" 2>&1 &
-        for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/\(listen)) 2>/dev/null && exit 0; sleep 0.1; done
-        exit 1
-        """, timeout: 30).status == 0
+        """, timeout: 30).status == 0 && waitForListener(listen, seconds: 10)
     }
 
     private static let saslRelayScript = #"""
