@@ -180,12 +180,18 @@ enum SecretOptions {
 /// default threshold (128 KiB) each of those is a fresh mmap, zeroed page by page by the kernel and unmapped
 /// again: faulting and zeroing those pages took about a sixth of a push's time in profiles. Served from the
 /// heap, they reuse memory instead. Free memory beyond 4 MiB at the top of a heap still goes back to the
-/// system, so that what a burst of writes used does not stay resident. (Fewer arenas would keep less, but
-/// the FUSE threads then contend for them: pushing was 20% slower with four.)
+/// system, so that what a burst of writes used does not stay resident.
+///
+/// Below that 4 MiB, an arena's top is kept: glibc's malloc_trim returns free pages inside an arena but never
+/// shrinks the top of a thread arena. With glibc's default of eight arenas per core, FUSE workers spread over
+/// sixteen arenas on two cores and memory crept up by tens of megabytes as load reached more of them. So the
+/// arenas are capped at one per core (at least two, at most eight), which bounds what the allocator keeps:
+/// on two cores, pushes were as fast with two arenas as with sixteen (one writer and four at once).
 private func keepLargeBuffersOnTheHeap() {
-    let M_TRIM_THRESHOLD: Int32 = -1, M_MMAP_THRESHOLD: Int32 = -3
+    let M_TRIM_THRESHOLD: Int32 = -1, M_MMAP_THRESHOLD: Int32 = -3, M_ARENA_MAX: Int32 = -8
     _ = mallopt(M_MMAP_THRESHOLD, 4 << 20)
     _ = mallopt(M_TRIM_THRESHOLD, 4 << 20)
+    _ = mallopt(M_ARENA_MAX, Int32(min(max(2, sysconf(Int32(_SC_NPROCESSORS_ONLN))), 8)))
 }
 
 @_silgen_name("mallopt")
