@@ -48,10 +48,12 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
     /// Producing is all the work there is (delivery is what flush waits for), so `accepted` is not used.
     func push(_ messages: MessageBlock, accepted: () -> Void) throws {
         guard !messages.isEmpty else { return }
-        // Checked before anything is queued, so that a refused write stores none of its messages.
+        // Checked before anything is queued, so that a refused write stores none of its messages. The limit
+        // is the mount's, or librdkafka's own where the mount set kafka.message.max.bytes below it.
         let largest = messages.largest
-        if largest > store.configuration.maxMessageBytes {
-            throw PipeError.messageTooLarge(size: largest, limit: store.configuration.maxMessageBytes)
+        let limit = min(store.configuration.maxMessageBytes, store.producer.messageMaxBytes)
+        if largest > limit {
+            throw PipeError.messageTooLarge(size: largest, limit: limit)
         }
         lock.lock(); inFlight += messages.count; lock.unlock()
         let (queued, err) = store.producer.produce(topic: pipe.topic, messages: messages, token: token)
@@ -59,7 +61,7 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
         lock.lock(); inFlight -= messages.count - queued; lock.unlock()
         completeIfIdle()
         if err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE {
-            throw PipeError.messageTooLarge(size: largest, limit: store.configuration.maxMessageBytes)
+            throw PipeError.messageTooLarge(size: largest, limit: limit)
         }
         throw PipeError.io("pipe \(pipe.name): Kafka refused a message: \(KafkaHandle.describe(err))")
     }
@@ -91,7 +93,7 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
         let error: Error? = failed.map { err in
             store.logger.error("pipe \(pipe.name): messages not acknowledged by the brokers (\(store.configuration.brokers)): \(KafkaHandle.describe(err))")
             return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
-                ? PipeError.messageTooLarge(size: 0, limit: store.configuration.maxMessageBytes)
+                ? PipeError.io("the brokers refused a message as too large (the topic's max.message.bytes or the brokers' message.max.bytes is below the mount's max_message)")
                 : PipeError.unavailable(KafkaHandle.describe(err))
         }
         done.forEach { $0(error) }

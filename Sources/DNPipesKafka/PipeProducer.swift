@@ -18,8 +18,14 @@ final class PipeProducer: @unchecked Sendable {
     /// Signalled after each batch of delivery reports: writers held back by a full local queue try again.
     private let roomMade = NSCondition()
 
+    /// The largest message librdkafka will take (its `message.max.bytes`, dnpipes's default unless the mount
+    /// sets `kafka.message.max.bytes`): a message above it is refused when it is produced.
+    let messageMaxBytes: Int
+
     init(configuration: KafkaConfiguration, logger: Logger) throws {
         self.configuration = configuration
+        messageMaxBytes = configuration.properties.last(where: { $0.0 == "message.max.bytes" }).flatMap { Int($0.1) }
+            ?? PipeProducer.defaultMessageMaxBytes(configuration)
         self.logger = logger
         handle = try PipeProducer.makeHandle(configuration)
     }
@@ -44,8 +50,13 @@ final class PipeProducer: @unchecked Sendable {
         rd_kafka_destroy(handle)
     }
 
+    /// Room for the largest line the mount takes plus the record's framing.
+    private static func defaultMessageMaxBytes(_ configuration: KafkaConfiguration) -> Int {
+        max(configuration.maxMessageBytes + 1024, 1_000_000)
+    }
+
     private static func makeHandle(_ configuration: KafkaConfiguration) throws -> OpaquePointer {
-        let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
+        let messageMax = String(defaultMessageMaxBytes(configuration))
         return try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [
             ("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2"),
             ("message.timeout.ms", "30000"), ("message.max.bytes", messageMax),
