@@ -7,7 +7,7 @@ import DNPipesCore
 ///
 /// A read that finds nothing is parked here, never waited for on a FUSE thread; it is answered when the
 /// pipe's observer fires (a push, a reset, a delete), or with EINTR when the kernel interrupts it.
-final class OpenPipe: @unchecked Sendable {
+final class OpenPipe: Interruptible, @unchecked Sendable {
     let fh: UInt64
     let log: PipeLog
     let view: Inodes.View
@@ -195,12 +195,16 @@ final class OpenPipe: @unchecked Sendable {
         lock.unlock()
         let name = log.name
         let logger = self.logger
+        // The wait may be long (brokers away): a signal ends it with EINTR, and the messages stay on their way.
+        let pending = PendingReply(request, interrupts: interrupts) {
+            logger.notice("pipe \(name): close or fsync interrupted before its messages were durable; they are still on their way")
+        }
         writer.flush { error in
             if let error = error ?? earlier {
                 logger.error("pipe \(name): messages not made durable: \(error)")
-                request.reply(error: EIO)
+                pending.answer { $0.reply(error: EIO) }
             } else {
-                request.replyOK()
+                pending.answer { $0.replyOK() }
             }
         }
     }
@@ -237,15 +241,16 @@ final class OpenPipe: @unchecked Sendable {
     }
 }
 
-/// Maps the small integers given to libfuse as interrupt data back to handles. libfuse may call the interrupt
-/// function just after the request was answered, so it must not carry a pointer that could dangle.
+/// Maps the small integers given to libfuse as interrupt data back to what waits (a handle's parked read, a
+/// pending reply). libfuse may call the interrupt function just after the request was answered, so it must
+/// not carry a pointer that could dangle.
 final class InterruptTable: @unchecked Sendable {
     private let lock = NSLock()
     private var next: UInt64 = 1
-    private var handles: [UInt64: OpenPipe] = [:]
+    private var handles: [UInt64: Interruptible] = [:]
     private let queue = DispatchQueue(label: "dnpipes.interrupts")
 
-    func register(_ handle: OpenPipe) -> UInt64 {
+    func register(_ handle: Interruptible) -> UInt64 {
         lock.lock(); defer { lock.unlock() }
         next += 1
         handles[next] = handle

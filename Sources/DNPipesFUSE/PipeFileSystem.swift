@@ -98,8 +98,10 @@ public final class PipeFileSystem: @unchecked Sendable {
     /// another host moments ago), so that a FUSE thread never waits on the network.
     private func lookUp(_ request: Request, _ pipe: PipeName, view: Inodes.View) {
         if store.contains(pipe) { return request.reply(entry: pipeAttributes(pipe, view: view)) }
+        let pending = PendingReply(request, interrupts: interrupts)
         work.async { [self] in
-            if store.lookUp(pipe) { request.reply(entry: pipeAttributes(pipe, view: view)) } else { request.reply(error: ENOENT) }
+            let found = store.lookUp(pipe)
+            pending.answer { found ? $0.reply(entry: pipeAttributes(pipe, view: view)) : $0.reply(error: ENOENT) }
         }
     }
 
@@ -158,21 +160,23 @@ public final class PipeFileSystem: @unchecked Sendable {
             return refuse(request, EPERM, "mknod '\(String(cString: name))' refused: only pipes (FIFOs) can be made here")
         }
         guard let pipe = creatableName(name, request, what: "pipe name") else { return }
+        let pending = PendingReply(request, interrupts: interrupts)
         work.async { [self] in
             do {
-                guard try store.create(pipe) else { return request.reply(error: EEXIST) }
+                guard try store.create(pipe) else { return pending.answer { $0.reply(error: EEXIST) } }
                 if type == S_IFIFO {
-                    request.reply(entry: Attributes(ino: inodes.fifoAlias(for: pipe), mode: S_IFIFO | 0o644,
-                                                    uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0))
+                    let alias = Attributes(ino: inodes.fifoAlias(for: pipe), mode: S_IFIFO | 0o644,
+                                           uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0)
+                    pending.answer { $0.reply(entry: alias) }
                 } else {
-                    request.reply(entry: pipeAttributes(pipe, view: .pipe))
+                    pending.answer { $0.reply(entry: pipeAttributes(pipe, view: .pipe)) }
                 }
             } catch PipeError.invalidName(let why) {
                 logger.warning("pipe name '\(pipe)' refused (EINVAL): \(why)")
-                request.reply(error: EINVAL)
+                pending.answer { $0.reply(error: EINVAL) }
             } catch {
                 logger.error("creating pipe \(pipe) failed: \(error)")
-                request.reply(error: EIO)
+                pending.answer { $0.reply(error: EIO) }
             }
         }
     }
@@ -182,15 +186,16 @@ public final class PipeFileSystem: @unchecked Sendable {
             return refuse(request, EACCES, "unlink in a view directory refused: views are read-only")
         }
         guard let pipe = try? PipeName(validating: String(cString: name)) else { return request.reply(error: ENOENT) }
+        let pending = PendingReply(request, interrupts: interrupts)
         work.async { [self] in
             do {
                 try store.remove(pipe)
-                request.replyOK()
+                pending.answer { $0.replyOK() }
             } catch PipeError.noSuchPipe {
-                request.reply(error: ENOENT)
+                pending.answer { $0.reply(error: ENOENT) }
             } catch {
                 logger.error("deleting pipe \(pipe) failed: \(error)")
-                request.reply(error: EIO)
+                pending.answer { $0.reply(error: EIO) }
             }
         }
     }
@@ -213,21 +218,25 @@ public final class PipeFileSystem: @unchecked Sendable {
         guard attr.st_size == 0 else {
             return refuse(request, EINVAL, "truncate of \(name) to \(attr.st_size) bytes refused: only size 0 (reset) is possible")
         }
+        let logger = self.logger
+        let pending = PendingReply(request, interrupts: interrupts) {
+            logger.notice("reset of \(name) interrupted before it completed; it goes on")
+        }
         work.async { [self] in
             do {
-                guard let log = try store.open(name) else { return request.reply(error: ENOENT) }
+                guard let log = try store.open(name) else { return pending.answer { $0.reply(error: ENOENT) } }
                 log.reset { error in
                     if let error {
-                        self.logger.error("reset of \(name) failed: \(error)")
-                        request.reply(error: EIO)
+                        logger.error("reset of \(name) failed: \(error)")
+                        pending.answer { $0.reply(error: EIO) }
                     } else {
-                        self.logger.info("reset pipe \(name)")
-                        request.reply(attributes: current)
+                        logger.info("reset pipe \(name)")
+                        pending.answer { $0.reply(attributes: current) }
                     }
                 }
             } catch {
                 logger.error("reset of \(name) failed: \(error)")
-                request.reply(error: EIO)
+                pending.answer { $0.reply(error: EIO) }
             }
         }
     }
@@ -272,34 +281,38 @@ public final class PipeFileSystem: @unchecked Sendable {
         if view != .pipe && flags & O_ACCMODE != O_RDONLY {
             return refuse(request, EACCES, "opening view \(name) for writing refused: views are read-only")
         }
+        let pending = PendingReply(request, interrupts: interrupts)
         work.async { [self] in
             do {
                 if let create {
                     let created = try store.create(name)
-                    if !created && create == .exclusive { return request.reply(error: EEXIST) }
+                    if !created && create == .exclusive { return pending.answer { $0.reply(error: EEXIST) } }
                 }
-                guard let log = try store.open(name) else { return request.reply(error: ENOENT) }
+                guard let log = try store.open(name) else { return pending.answer { $0.reply(error: ENOENT) } }
+                // The handle is made only if the open is still wanted (no interrupt answered it meanwhile).
                 let reply: @Sendable () -> Void = { [self] in
-                    do {
-                        let fh = try openHandle(log: log, view: view, flags: flags)
-                        if create != nil {
-                            request.reply(create: pipeAttributes(name, view: .pipe), fh: fh)
-                        } else {
-                            request.reply(open: fh)
+                    pending.answer { request in
+                        do {
+                            let fh = try openHandle(log: log, view: view, flags: flags)
+                            if create != nil {
+                                request.reply(create: pipeAttributes(name, view: .pipe), fh: fh)
+                            } else {
+                                request.reply(open: fh)
+                            }
+                        } catch {
+                            logger.error("opening pipe \(name) failed: \(error)")
+                            request.reply(error: EIO)
                         }
-                    } catch {
-                        logger.error("opening pipe \(name) failed: \(error)")
-                        request.reply(error: EIO)
                     }
                 }
                 // A reader starts from the pipe as it is everywhere, not only as this host last saw it.
                 if flags & O_ACCMODE != O_WRONLY { log.synchronize(completion: reply) } else { reply() }
             } catch PipeError.invalidName(let why) {
                 logger.warning("pipe name '\(name)' refused (EINVAL): \(why)")
-                request.reply(error: EINVAL)
+                pending.answer { $0.reply(error: EINVAL) }
             } catch {
                 logger.error("opening pipe \(name) failed: \(error)")
-                request.reply(error: EIO)
+                pending.answer { $0.reply(error: EIO) }
             }
         }
     }

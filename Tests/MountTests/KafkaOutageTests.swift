@@ -77,4 +77,40 @@ final class KafkaOutageTests: MountTestCase {
         XCTAssertFalse(out.contains("lost"), "a message reported as failed was stored")
     }
 
+    /// While the broker is away, requests that wait for it (the first open of a pipe for reading, a close
+    /// waiting for acknowledgements, a reset, a create) end at once on a signal: each answers EINTR, and a
+    /// process killed in one of them is gone at once rather than when the broker's timeout ends the wait.
+    func testRequestsWaitingForTheBrokerEndOnASignal() {
+        ok("mkfifo never-read; echo before > p")
+        stopRelay()
+        // Status and tenths of a second of each command, stopped by SIGINT after half a second.
+        let out = ok("""
+        interrupted() {
+          local start=$(date +%s%N)
+          timeout -s INT 0.5 "$@"; local status=$?
+          echo "$status $(( ($(date +%s%N) - start) / 100000000 )) $*"
+        }
+        interrupted cat never-read
+        interrupted sh -c 'echo during > p'
+        interrupted truncate -s 0 p
+        interrupted mkfifo made-during
+        # A writer killed while its close waits.
+        start=$(date +%s%N)
+        sh -c 'echo killed > p' & writer=$!
+        sleep 0.5; kill -KILL $writer; wait $writer
+        echo "$? $(( ($(date +%s%N) - start) / 100000000 )) killed writer"
+        """, timeout: 90)
+        var lines = 0
+        for line in out.split(separator: "\n") {
+            let f = line.split(separator: " ", maxSplits: 2)
+            guard f.count == 3, let status = Int(f[0]), let tenths = Int(f[1]) else { continue }
+            lines += 1
+            XCTAssertEqual(status, f[2] == "killed writer" ? 137 : 124, "\(f[2]) did not end by the signal: \(line)")
+            XCTAssertLessThanOrEqual(tenths, 20, "\(f[2]) took \(tenths) tenths of a second to end")
+        }
+        XCTAssertEqual(lines, 5, out)
+        startRelay()
+        // The mount serves on once the broker is back.
+        eventually("[ \"$(tail -n 1 .drain/p)\" = after ] || { echo after > p; false; }", seconds: 30)
+    }
 }
