@@ -50,6 +50,11 @@ public struct MessageBlock: Sendable, Equatable {
         ranges.append(start..<bytes.count)
     }
 
+    /// The messages after the first `n`, sharing this block's buffer.
+    public func droppingFirst(_ n: Int) -> MessageBlock {
+        MessageBlock(bytes: bytes, ranges: Array(ranges.dropFirst(n)))
+    }
+
     /// Keeps the first `n` messages (their bytes stay in the buffer, unreferenced).
     public mutating func keepFirst(_ n: Int) {
         ranges.removeLast(ranges.count - n)

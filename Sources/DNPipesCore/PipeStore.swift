@@ -114,6 +114,20 @@ extension PipeWriter {
     /// Pushes messages given one array each.
     public func push(_ messages: [[UInt8]]) throws { try push(MessageBlock(messages), accepted: {}) }
     public func push(_ messages: MessageBlock) throws { try push(messages, accepted: {}) }
+
+    /// A store whose pushes never refuse for want of room has room now.
+    public func whenRoom(_ callback: @escaping @Sendable () -> Void) { callback() }
+
+    /// Pushes, waiting while the store has no room (for command-line clients, never on a FUSE thread).
+    public func pushWaitingForRoom(_ messages: MessageBlock) throws {
+        while true {
+            do { return try push(messages) } catch PipeError.full {
+                let room = DispatchSemaphore(value: 0)
+                whenRoom { room.signal() }
+                room.wait()
+            }
+        }
+    }
 }
 
 extension PipeLog {
@@ -148,9 +162,14 @@ public protocol PipeWriter: AnyObject, Sendable {
     /// visible to readers in that order, before its remaining work; the caller may then let its writer go on.
     /// An error thrown after `accepted` concerns that remaining work (a disk error): the caller reports it
     /// at the next flush.
+    ///
+    /// A backend with a bounded queue throws `PipeError.full` when it cannot take the messages now; then it
+    /// took none of them, and the caller tries again once `whenRoom` calls back (not holding a thread).
     func push(_ messages: MessageBlock, accepted: () -> Void) throws
     /// Completes when every message pushed through this writer is durable, or with the first error.
     func flush(completion: @escaping @Sendable (Error?) -> Void)
+    /// Calls `callback` once, when a push refused with `PipeError.full` may succeed.
+    func whenRoom(_ callback: @escaping @Sendable () -> Void)
 }
 
 /// Errors a backend reports; the filesystem maps each to an errno.
@@ -162,6 +181,8 @@ public enum PipeError: Error, CustomStringConvertible, Equatable {
     case messageTooLarge(size: Int, limit: Int)
     case io(String)
     case unavailable(String)
+    /// The backend's queue has no room for the messages now (the brokers are slow or away); none was taken.
+    case full
 
     public var description: String {
         switch self {
@@ -171,6 +192,7 @@ public enum PipeError: Error, CustomStringConvertible, Equatable {
         case .messageTooLarge(let size, let limit): return "message of \(size) bytes exceeds the limit of \(limit) bytes"
         case .io(let s): return s
         case .unavailable(let s): return s
+        case .full: return "no room in the queue to the brokers"
         }
     }
 }

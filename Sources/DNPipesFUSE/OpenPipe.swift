@@ -24,6 +24,13 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
     private let writer: PipeWriter?
     private var observer: Int?
     private var parked: [(request: Request, size: Int, token: UInt64)] = []
+    /// Writes waiting for room in the store (Kafka's local queue was full), in order, with their bytes and
+    /// the time they give up.
+    private var parkedWrites: [(request: Request, bytes: [UInt8], token: UInt64, deadline: DispatchTime)] = []
+    /// How long a write waits for room before it fails with EIO. While it waits the kernel holds the file's
+    /// lock, so other writers of the pipe (and `>` opening it) wait behind it.
+    static let roomTimeout: Double = 30
+    private var waitingForRoom = false
     /// A failure after a write was already answered (the store accepted it, then the disk failed): later
     /// writes of this handle are refused and every later flush reports it, so its close() says EIO.
     private var deferredFailure: Error?
@@ -85,14 +92,19 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
         fuse_req_interrupt_func(request.raw, interruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(token)))
     }
 
-    /// Answers a parked read with EINTR (the reader got a signal).
+    /// Answers a parked read or write with EINTR (the caller got a signal).
     func interrupt(token: UInt64) {
         lock.lock()
         defer { lock.unlock() }
-        guard let i = parked.firstIndex(where: { $0.token == token }) else { return }
-        let p = parked.remove(at: i)
-        interrupts.unregister(token)
-        p.request.reply(error: EINTR)
+        if let i = parked.firstIndex(where: { $0.token == token }) {
+            let p = parked.remove(at: i)
+            interrupts.unregister(token)
+            p.request.reply(error: EINTR)
+        } else if let i = parkedWrites.firstIndex(where: { $0.token == token }) {
+            let p = parkedWrites.remove(at: i)
+            interrupts.unregister(token)
+            p.request.reply(error: EINTR)
+        }
     }
 
     /// The pipe changed: answer parked reads that can now be answered, and tell a poller.
@@ -146,12 +158,24 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
     // MARK: Writing
 
     func write(_ request: Request, bytes: UnsafeRawBufferPointer) {
-        guard let writer else { request.reply(error: EBADF); return }
+        guard writer != nil else { request.reply(error: EBADF); return }
         lock.lock()
         defer { lock.unlock() }
+        // Writes keep their order: one that comes while others wait for room waits behind them.
+        if !parkedWrites.isEmpty || !tryWrite(request, bytes) {
+            if nonBlocking { return request.reply(error: EAGAIN) }
+            parkWrite(request, Array(bytes))
+        }
+    }
+
+    /// Frames and pushes one write and answers it. Returns false, having answered nothing and changed
+    /// nothing, when the store has no room for it now. Called with the lock held.
+    private func tryWrite(_ request: Request, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let writer else { request.reply(error: EBADF); return true }
         if deferredFailure != nil {
             // An earlier write of this handle was not stored: refuse the rest rather than store a gap.
-            return request.reply(error: EIO)
+            request.reply(error: EIO)
+            return true
         }
         let before = framer
         var answered = false
@@ -166,6 +190,9 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
                 }
             }
             if !answered { request.reply(written: bytes.count) }
+        } catch PipeError.full where !answered {
+            framer = before
+            return false
         } catch where answered {
             logger.error("pipe \(log.name): storing an accepted write of \(bytes.count) bytes failed, close() will report it: \(error)")
             if deferredFailure == nil { deferredFailure = error }
@@ -176,36 +203,84 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
             logger.error("pipe \(log.name): refused a write of \(bytes.count) bytes: \(error)")
             request.reply(error: code)
         }
+        return true
+    }
+
+    /// Holds a write until the store has room (never on a FUSE thread); a signal answers it with EINTR, and
+    /// then nothing of it was stored. Called with the lock held.
+    private func parkWrite(_ request: Request, _ bytes: [UInt8]) {
+        let token = interrupts.register(self)
+        parkedWrites.append((request, bytes, token, .now() + OpenPipe.roomTimeout))
+        fuse_req_interrupt_func(request.raw, interruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(token)))
+        awaitRoom()
+    }
+
+    /// Asks the writer to call back once there may be room, once for all parked writes. Lock held.
+    private func awaitRoom() {
+        guard !waitingForRoom, let writer else { return }
+        waitingForRoom = true
+        writer.whenRoom { [weak self] in self?.retryParkedWrites() }
+    }
+
+    private func retryParkedWrites() {
+        lock.lock()
+        defer { lock.unlock() }
+        waitingForRoom = false
+        while let first = parkedWrites.first {
+            if !first.bytes.withUnsafeBytes({ tryWrite(first.request, $0) }) {
+                guard DispatchTime.now() >= first.deadline else { break }
+                logger.error("pipe \(log.name): a write of \(first.bytes.count) bytes found no room in the queue to the brokers for \(Int(OpenPipe.roomTimeout)) s; refused (EIO)")
+                first.request.reply(error: EIO)
+            }
+            parkedWrites.removeFirst()
+            interrupts.unregister(first.token)
+        }
+        if !parkedWrites.isEmpty { awaitRoom() }
     }
 
     /// close() and fsync(): the partial last line becomes a message, and the reply waits (parked in the
     /// writer's completion) until every message of this handle is durable.
     func flush(_ request: Request) {
         guard let writer else { request.replyOK(); return }
-        lock.lock()
-        if let last = framer.finish() {
-            do { try writer.push(MessageBlock([last])) } catch {
-                lock.unlock()
-                logger.error("pipe \(log.name): could not store the last line at close: \(error)")
-                request.reply(error: errno(for: error))
-                return
-            }
-        }
-        let earlier = deferredFailure
-        lock.unlock()
         let name = log.name
         let logger = self.logger
         // The wait may be long (brokers away): a signal ends it with EINTR, and the messages stay on their way.
         let pending = PendingReply(request, interrupts: interrupts) {
             logger.notice("pipe \(name): close or fsync interrupted before its messages were durable; they are still on their way")
         }
-        writer.flush { error in
-            if let error = error ?? earlier {
-                logger.error("pipe \(name): messages not made durable: \(error)")
-                pending.answer { $0.reply(error: EIO) }
-            } else {
-                pending.answer { $0.replyOK() }
+        lock.lock()
+        let last = framer.finish()
+        let earlier = deferredFailure
+        OpenPipe.pushLastLine(last, to: writer) { [self] error in
+            if let error {
+                logger.error("pipe \(name): could not store the last line at close: \(error)")
+                let code = errno(for: error)
+                return pending.answer { $0.reply(error: code) }
             }
+            writer.flush { error in
+                if let error = error ?? earlier {
+                    logger.error("pipe \(name): messages not made durable: \(error)")
+                    pending.answer { $0.reply(error: EIO) }
+                } else {
+                    pending.answer { $0.replyOK() }
+                }
+            }
+        }
+        lock.unlock()
+    }
+
+    /// Pushes a handle's unterminated last line (at close), then calls `then`; while the store has no room it
+    /// waits for room without holding a thread.
+    private static func pushLastLine(_ last: [UInt8]?, to writer: PipeWriter,
+                                     then: @escaping @Sendable (Error?) -> Void) {
+        guard let last else { return then(nil) }
+        do {
+            try writer.push(MessageBlock([last]))
+            then(nil)
+        } catch PipeError.full {
+            writer.whenRoom { pushLastLine(last, to: writer, then: then) }
+        } catch {
+            then(error)
         }
     }
 
@@ -220,9 +295,9 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
         let leftovers = parked
         parked = []
         let last = framer.finish()
+        if let last, let writer { OpenPipe.pushLastLine(last, to: writer) { _ in writer.flush { _ in } } }
         lock.unlock()
         for p in leftovers { interrupts.unregister(p.token); p.request.reply(error: EINTR) }
-        if let last, let writer { try? writer.push(MessageBlock([last])); writer.flush { _ in } }
     }
 
     private func errno(for error: Error) -> Int32 {
@@ -233,8 +308,7 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
             case .messageTooLarge: return EMSGSIZE
             case .removed, .noSuchPipe: return ENOENT
             case .invalidName: return EINVAL
-            case .unavailable: return EIO
-            case .io: return EIO
+            case .unavailable, .io, .full: return EIO
             }
         default: return EIO
         }

@@ -28,14 +28,22 @@ struct DeliveryReport {
 /// A writer on Kafka. `push` hands messages to librdkafka and returns at once; each message's delivery
 /// report (not a flush of the whole client) counts it off, and `flush` completes when this writer's last
 /// message is acknowledged by all in-sync replicas (acks=all), or with the first failure.
+///
+/// librdkafka's local queue is bounded. When it fills (the brokers are slow or away), what a push could not
+/// queue stays here as the backlog, at most one push's worth, and goes to librdkafka as deliveries make room;
+/// the next push is refused with `PipeError.full` until the backlog is gone, and the filesystem parks that
+/// write rather than holding a thread, so it can still be interrupted.
 final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
     private let pipe: KafkaPipe
     private unowned let store: KafkaStore
     private let lock = NSLock()
+    /// Messages taken and not yet acknowledged or failed, the backlog's included.
     private var inFlight = 0
     private var failure: rd_kafka_resp_err_t?
     private var waiters: [@Sendable (Error?) -> Void] = []
     private var token: Int = 0
+    private var backlog: MessageBlock?
+    private var roomWaiters: [@Sendable () -> Void] = []
 
     init(pipe: KafkaPipe, store: KafkaStore) {
         self.pipe = pipe
@@ -55,15 +63,58 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
         if largest > limit {
             throw PipeError.messageTooLarge(size: largest, limit: limit)
         }
-        lock.lock(); inFlight += messages.count; lock.unlock()
+        lock.lock()
+        if backlog != nil { lock.unlock(); throw PipeError.full }
+        inFlight += messages.count
+        lock.unlock()
         let (queued, err) = store.producer.produce(topic: pipe.topic, messages: messages, token: token)
         guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return }
+        if err == RD_KAFKA_RESP_ERR__QUEUE_FULL && queued > 0 {
+            // Taken: the rest waits here for room, in order, ahead of anything pushed later.
+            lock.lock(); backlog = messages.droppingFirst(queued); lock.unlock()
+            store.producer.whenRoom { self.drainBacklog() }
+            return
+        }
         lock.lock(); inFlight -= messages.count - queued; lock.unlock()
         completeIfIdle()
+        if err == RD_KAFKA_RESP_ERR__QUEUE_FULL { throw PipeError.full }
         if err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE {
             throw PipeError.messageTooLarge(size: largest, limit: limit)
         }
         throw PipeError.io("pipe \(pipe.name): Kafka refused a message: \(KafkaHandle.describe(err))")
+    }
+
+    func whenRoom(_ callback: @escaping @Sendable () -> Void) {
+        lock.lock()
+        if backlog != nil { roomWaiters.append(callback); lock.unlock(); return }
+        lock.unlock()
+        store.producer.whenRoom(callback)
+    }
+
+    /// Hands the backlog to librdkafka as far as there is room (on the producer's thread). The callback holds
+    /// this writer, so a backlog is delivered even after its handle is closed.
+    private func drainBacklog() {
+        lock.lock()
+        guard let rest = backlog else { lock.unlock(); return }
+        lock.unlock()
+        let (queued, err) = store.producer.produce(topic: pipe.topic, messages: rest, token: token)
+        lock.lock()
+        if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+            backlog = nil
+        } else if err == RD_KAFKA_RESP_ERR__QUEUE_FULL {
+            backlog = rest.droppingFirst(queued)
+        } else {
+            backlog = nil
+            inFlight -= rest.count - queued
+            if failure == nil { failure = err }
+        }
+        let waiting = backlog == nil ? roomWaiters : []
+        if backlog == nil { roomWaiters = [] }
+        let more = backlog != nil
+        lock.unlock()
+        if more { store.producer.whenRoom { self.drainBacklog() } }
+        waiting.forEach { $0() }
+        completeIfIdle()
     }
 
     func flush(completion: @escaping @Sendable (Error?) -> Void) {

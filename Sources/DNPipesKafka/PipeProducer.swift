@@ -15,8 +15,13 @@ final class PipeProducer: @unchecked Sendable {
     private let producerLock = NSLock()
     /// Topic handles of the current producer, by topic (guarded by the producer lock).
     private var topicHandles: [String: OpaquePointer] = [:]
-    /// Signalled after each batch of delivery reports: writers held back by a full local queue try again.
+    /// Signalled after each batch of delivery reports: a reset marker held back by a full local queue tries
+    /// again.
     private let roomMade = NSCondition()
+    /// Writers held back by a full local queue, called back after the next round of delivery reports (at
+    /// least every 0.2 s): they try again, from the producer's thread, never from a FUSE one.
+    private var roomWaiters: [@Sendable () -> Void] = []
+    private let roomWaitersLock = NSLock()
 
     /// The largest message librdkafka will take (its `message.max.bytes`, dnpipes's default unless the mount
     /// sets `kafka.message.max.bytes`): a message above it is refused when it is produced.
@@ -36,7 +41,19 @@ final class PipeProducer: @unchecked Sendable {
             let client = current
             serveDeliveryReports(client, timeout: 200)
             replaceProducerIfFatal(client)
+            roomWaitersLock.lock()
+            let waiting = roomWaiters
+            roomWaiters = []
+            roomWaitersLock.unlock()
+            waiting.forEach { $0() }
         }
+    }
+
+    /// Calls `callback` once, after the next round of delivery reports (which is when room is made).
+    func whenRoom(_ callback: @escaping @Sendable () -> Void) {
+        roomWaitersLock.lock()
+        roomWaiters.append(callback)
+        roomWaitersLock.unlock()
     }
 
     /// Waits up to `timeoutMs` for what is queued to be delivered (at unmount).
@@ -126,15 +143,14 @@ final class PipeProducer: @unchecked Sendable {
     }
 
     /// Hands a block of messages to the producer in one call (rd_kafka_produce_batch on a cached topic
-    /// handle), holding the producer lock once for the block. Returns how many were queued and the error that
-    /// stopped the rest, if any. A full local queue stops a batch at a message and fails every one after it,
-    /// so what is queued is always a prefix, in order; the rest is retried once deliveries make room.
+    /// handle), holding the producer lock once for the block, and never waits. Returns how many were queued
+    /// and the error that stopped the rest, if any. A full local queue stops a batch at a message and fails
+    /// every one after it, so what is queued is always a prefix, in order; the caller keeps the rest and
+    /// tries again when `whenRoom` calls back.
     func produce(topic: String, messages: MessageBlock, token: Int) -> (queued: Int, error: rd_kafka_resp_err_t) {
         let opaque = UnsafeMutableRawPointer(bitPattern: token)
         let count = messages.count
         var batch = [rd_kafka_message_t](repeating: rd_kafka_message_t(), count: count)
-        var queued = 0
-        var deadline: Date?
         return messages.bytes.withUnsafeBytes { raw in
             for (i, r) in messages.ranges.enumerated() {
                 batch[i].payload = raw.baseAddress.map { UnsafeMutableRawPointer(mutating: $0 + r.lowerBound) }
@@ -143,22 +159,12 @@ final class PipeProducer: @unchecked Sendable {
             }
             producerLock.lock()
             defer { producerLock.unlock() }
-            while true {
-                guard let topicHandle = topicHandle(topic) else { return (queued, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) }
-                let n = batch.withUnsafeMutableBufferPointer { all in
-                    rd_kafka_produce_batch(topicHandle, 0, RD_KAFKA_MSG_F_COPY, all.baseAddress! + queued, Int32(count - queued))
-                }
-                queued += Int(max(n, 0))
-                if queued == count { return (queued, RD_KAFKA_RESP_ERR_NO_ERROR) }
-                let err = batch[queued].err
-                // A full local queue pushes back on the writer, for at most 30 s.
-                guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL else { return (queued, err) }
-                if deadline == nil { deadline = Date().addingTimeInterval(30) }
-                guard Date() < deadline! else { return (queued, err) }
-                producerLock.unlock()
-                waitForRoom()
-                producerLock.lock()
+            guard let topicHandle = topicHandle(topic) else { return (0, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) }
+            let n = batch.withUnsafeMutableBufferPointer { all in
+                rd_kafka_produce_batch(topicHandle, 0, RD_KAFKA_MSG_F_COPY, all.baseAddress!, Int32(count))
             }
+            let queued = Int(max(n, 0))
+            return (queued, queued == count ? RD_KAFKA_RESP_ERR_NO_ERROR : batch[queued].err)
         }
     }
 

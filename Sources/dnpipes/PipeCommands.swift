@@ -75,12 +75,12 @@ struct Push: ParsableCommand {
             if n == 0 { break }
             do {
                 let messages = try buffer.withUnsafeBytes { try framer.frame(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-                if !messages.isEmpty { try writer.push(messages) }
+                if !messages.isEmpty { try writer.pushWaitingForRoom(messages) }
             } catch {
                 throw CommandError("pipe \(name): \(error)")
             }
         }
-        if let last = framer.finish() { try writer.push(MessageBlock([last])) }
+        if let last = framer.finish() { try writer.pushWaitingForRoom(MessageBlock([last])) }
         if let failure = awaitCompletion(writer.flush) { throw CommandError("pipe \(name): messages not durable: \(failure)") }
     }
 }

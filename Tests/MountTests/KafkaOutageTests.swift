@@ -18,7 +18,9 @@ final class KafkaOutageTests: MountTestCase {
         brokerPort = freeLoopbackPort()
         broker = try BrokerRig.startBroker(listen: brokerPort, advertise: relayPort)
         startRelay()
-        try mount(["--brokers", "127.0.0.1:\(relayPort)", "-o", "kafka.message.timeout.ms=10000"])
+        // A small local queue (librdkafka's default holds 100,000 messages), so that an outage fills it.
+        try mount(["--brokers", "127.0.0.1:\(relayPort)", "-o", "kafka.message.timeout.ms=10000",
+                   "-o", "kafka.queue.buffering.max.messages=1000"])
     }
 
     override func tearDownWithError() throws {
@@ -112,5 +114,33 @@ final class KafkaOutageTests: MountTestCase {
         startRelay()
         // The mount serves on once the broker is back.
         eventually("[ \"$(tail -n 1 .drain/p)\" = after ] || { echo after > p; false; }", seconds: 30)
+    }
+
+    /// While the broker is away librdkafka's local queue fills: writes then wait without holding a FUSE
+    /// thread (more writers than the mount has threads, and it still answers), a signal ends such a write at
+    /// once, and once the broker is back the writers that were not stopped finish with every line in order.
+    func testWritesWaitingForRoomHoldNoThreadAndEndOnASignal() {
+        ok("mkfifo w solo; for k in $(seq 20); do mkfifo many$k; done")
+        stopRelay()
+        ok("seq 1 20000 > w 2>/dev/null & echo $! > \"$ROOT/w.pid\"")
+        ok("for k in $(seq 20); do seq 1 5000 > many$k 2>/dev/null & done; echo started")
+        sleep(1)
+        // 21 writers wait for room; the mount has 16 threads, and answers.
+        let r = sh("timeout 5 ls | wc -l; timeout 5 stat -c %s w", timeout: 20)
+        XCTAssertEqual(r.stdout, "22\n0\n", "the mount did not answer while writers waited: \(r.stderr)")
+        // A writer of its own pipe (another writer of the same pipe would wait for the file's lock, which the
+        // kernel holds while a write is out, before its write even reaches the daemon).
+        let out = ok("""
+        start=$(date +%s%N)
+        timeout -s INT 1 sh -c 'seq 1 5000 > solo' 2>/dev/null; status=$?
+        echo "$status $(( ($(date +%s%N) - start) / 100000000 ))"
+        """, timeout: 30)
+        let f = out.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        XCTAssertEqual(f.first, "124", "the waiting write did not end by the signal: \(out)")
+        XCTAssertLessThanOrEqual(Int(f.last ?? "99") ?? 99, 25, "the waiting write took long to end: \(out)")
+        startRelay()
+        eventually("! kill -0 $(cat \"$ROOT/w.pid\") 2>/dev/null", seconds: 60)
+        XCTAssertEqual(ok("cat .drain/w | cmp - <(seq 1 20000) && echo same", timeout: 60), "same\n")
+        eventually("cat .drain/many7 | cmp -s - <(seq 1 5000)", seconds: 60)
     }
 }
