@@ -93,18 +93,8 @@ final class BadInputTestsWithMessageLimit: MountTestCase {
     func testAWriteCarryingAnOversizeLineStoresNothingOfIt() {
         ok("echo before > p")
         // Lines that fit around the oversize one, all in one write(): none of them is stored.
-        let out = ok("""
-        python3 - <<'PY'
-        import errno, os
-        fd = os.open("p", os.O_WRONLY)
-        for data in (b"ok1\\n" + b"x" * 101 + b"\\nok2\\n", b"0" * 101):   # the second: an oversize tail
-            try:
-                os.write(fd, data); print("accepted")
-            except OSError as e:
-                print(errno.errorcode[e.errno])
-        os.close(fd)
-        PY
-        """)
+        // The second: an oversize tail.
+        let out = writeEach([#"b"ok1\n" + b"x" * 101 + b"\nok2\n""#, #"b"0" * 101"#])
         XCTAssertEqual(out, "EMSGSIZE\nEMSGSIZE\n")
         let r = failing("printf '%0101d\\n' 0 > p")
         XCTAssertTrue(r.output.contains("Message too long"), r.output)

@@ -106,6 +106,23 @@ class MountTestCase: XCTestCase {
     }
 
     var log: String { (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? "" }
+
+    /// Writes each chunk (a Python bytes expression) with one write() on one handle of `pipe`, and returns a
+    /// line per chunk: "accepted" or the name of the errno the write got.
+    func writeEach(_ chunks: [String], to pipe: String = "p", file: StaticString = #filePath, line: UInt = #line) -> String {
+        ok("""
+        python3 - <<'PY'
+        import errno, os
+        fd = os.open("\(pipe)", os.O_WRONLY)
+        for data in (\(chunks.joined(separator: ", ")),):
+            try:
+                os.write(fd, data); print("accepted")
+            except OSError as e:
+                print(errno.errorcode[e.errno])
+        os.close(fd)
+        PY
+        """, timeout: 30, file: file, line: line)
+    }
 }
 
 func quote(_ s: String) -> String { "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'" }
