@@ -182,7 +182,7 @@ extension MountTestCase {
         print("soak (\(Self.backend)): \(counts) lines pushed to a; daemon rss KiB, threads, fds: \(String(describing: warm)) -> \(String(describing: end))")
         if let warm, let end {
             let grown = end.rssKiB - warm.rssKiB
-            XCTAssertLessThan(grown, 32 * 1024, "resident memory grew by \(grown) KiB: \(warm) -> \(end)", file: file, line: line)
+            XCTAssertLessThan(grown, 16 * 1024, "resident memory grew by \(grown) KiB: \(warm) -> \(end)", file: file, line: line)
             XCTAssertLessThanOrEqual(end.threads, warm.threads + 8, "threads grew: \(warm) -> \(end)", file: file, line: line)
             XCTAssertLessThanOrEqual(end.fds, warm.fds + 2, "descriptors grew: \(warm) -> \(end)", file: file, line: line)
         }
