@@ -85,11 +85,7 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
 
     /// Called with the lock held.
     private func park(_ request: Request, size: Int) {
-        let token = interrupts.register(self)
-        parked.append((request, size, token))
-        // May call the interrupt function at once if the request was already interrupted; that function only
-        // schedules work, so holding our lock here is safe.
-        fuse_req_interrupt_func(request.raw, interruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(token)))
+        parked.append((request, size, interrupts.watch(request, for: self)))
     }
 
     /// Answers a parked read or write with EINTR (the caller got a signal).
@@ -209,9 +205,7 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
     /// Holds a write until the store has room (never on a FUSE thread); a signal answers it with EINTR, and
     /// then nothing of it was stored. Called with the lock held.
     private func parkWrite(_ request: Request, _ bytes: [UInt8]) {
-        let token = interrupts.register(self)
-        parkedWrites.append((request, bytes, token, .now() + OpenPipe.roomTimeout))
-        fuse_req_interrupt_func(request.raw, interruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(token)))
+        parkedWrites.append((request, bytes, interrupts.watch(request, for: self), .now() + OpenPipe.roomTimeout))
         awaitRoom()
     }
 
@@ -324,11 +318,17 @@ final class InterruptTable: @unchecked Sendable {
     private var handles: [UInt64: Interruptible] = [:]
     private let queue = DispatchQueue(label: "dnpipes.interrupts")
 
-    func register(_ handle: Interruptible) -> UInt64 {
-        lock.lock(); defer { lock.unlock() }
+    /// Hands an interrupt of `request` to `handle` from now on, and returns the token it will carry. libfuse
+    /// calls the interrupt function at once if the request was already interrupted; that function only
+    /// schedules work, so the caller may hold its own lock here.
+    func watch(_ request: Request, for handle: Interruptible) -> UInt64 {
+        lock.lock()
         next += 1
-        handles[next] = handle
-        return next
+        let token = next
+        handles[token] = handle
+        lock.unlock()
+        fuse_req_interrupt_func(request.raw, interruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(token)))
+        return token
     }
 
     func unregister(_ token: UInt64) {

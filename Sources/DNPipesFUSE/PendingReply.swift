@@ -27,10 +27,7 @@ final class PendingReply: Interruptible, @unchecked Sendable {
         self.request = request
         self.interrupts = interrupts
         self.interrupted = interrupted
-        token = interrupts.register(self)
-        // Calls the interrupt function at once if the request was already interrupted; that function only
-        // schedules work on the table's queue.
-        fuse_req_interrupt_func(request.raw, interruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(token)))
+        token = interrupts.watch(request, for: self)
     }
 
     /// Answers with `reply` unless an interrupt answered first.
