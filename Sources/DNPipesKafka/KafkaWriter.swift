@@ -108,9 +108,9 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
             inFlight -= rest.count - queued
             if failure == nil { failure = err }
         }
-        let waiting = backlog == nil ? roomWaiters : []
-        if backlog == nil { roomWaiters = [] }
         let more = backlog != nil
+        let waiting = more ? [] : roomWaiters
+        if !more { roomWaiters = [] }
         lock.unlock()
         if more { store.producer.whenRoom { self.drainBacklog() } }
         waiting.forEach { $0() }

@@ -15,10 +15,7 @@ final class PipeProducer: @unchecked Sendable {
     private let producerLock = NSLock()
     /// Topic handles of the current producer, by topic (guarded by the producer lock).
     private var topicHandles: [String: OpaquePointer] = [:]
-    /// Signalled after each batch of delivery reports: a reset marker held back by a full local queue tries
-    /// again.
-    private let roomMade = NSCondition()
-    /// Writers held back by a full local queue, called back after the next round of delivery reports (at
+    /// Writers (and reset markers) held back by a full local queue, called back after the next round of delivery reports (at
     /// least every 0.2 s): they try again, from the producer's thread, never from a FUSE one.
     private var roomWaiters: [@Sendable () -> Void] = []
     private let roomWaitersLock = NSLock()
@@ -109,7 +106,6 @@ final class PipeProducer: @unchecked Sendable {
             }
         }
         for (token, report) in reports { deliveries.target(token)?.delivered(report) }
-        roomMade.lock(); roomMade.broadcast(); roomMade.unlock()
         return true
     }
 
@@ -191,10 +187,11 @@ final class PipeProducer: @unchecked Sendable {
         }
     }
 
-    /// Waits until a batch of delivery reports made room in the local queue, or 0.1 s.
+    /// Waits until a round of delivery reports may have made room in the local queue, or 0.1 s (for a reset
+    /// marker, which is produced off the FUSE threads).
     private func waitForRoom() {
-        roomMade.lock()
-        _ = roomMade.wait(until: Date().addingTimeInterval(0.1))
-        roomMade.unlock()
+        let room = DispatchSemaphore(value: 0)
+        whenRoom { room.signal() }
+        _ = room.wait(timeout: .now() + 0.1)
     }
 }
