@@ -107,6 +107,20 @@ class MountTestCase: XCTestCase {
 
     var log: String { (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? "" }
 
+    /// Runs `command` in the mount, sends it SIGINT (as Ctrl-C would) after `seconds`, and returns its exit
+    /// status (124 when the signal ended it) and how long it took to end, in tenths of a second.
+    func interrupted(_ command: String, after seconds: String = "0.5", file: StaticString = #filePath,
+                     line: UInt = #line) -> (status: Int, tenths: Int) {
+        let out = sh("""
+        start=$(date +%s%N)
+        timeout -s INT \(seconds) \(command) 2>/dev/null; status=$?
+        echo "$status $(( ($(date +%s%N) - start) / 100000000 ))"
+        """, timeout: 60, file: file, line: line).stdout
+        let f = out.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        guard f.count == 2 else { XCTFail("no status from \(command): \(out)", file: file, line: line); return (-1, 99) }
+        return (f[0], f[1])
+    }
+
     /// Writes each chunk (a Python bytes expression) with one write() on one handle of `pipe`, and returns a
     /// line per chunk: "accepted" or the name of the errno the write got.
     func writeEach(_ chunks: [String], to pipe: String = "p", file: StaticString = #filePath, line: UInt = #line) -> String {
