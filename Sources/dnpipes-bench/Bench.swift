@@ -24,7 +24,7 @@ struct Run: ParsableCommand {
     @Option(help: "Messages in the latency measurement.") var latencyMessages = 1000
     @Option(help: "Reader counts for the fan-out measurement.") var readers = "1,16,64,256"
     @Option(help: "Messages every fan-out reader reads.") var fanoutMessages = 100_000
-    @Option(help: "Measurements to run.") var only = "push,latency,fanout,embedded"
+    @Option(help: "Measurements to run.") var only = "push,latency,fanout,embedded,programs"
     @Option(help: "Where to write the results as JSON.") var json = "bench-results.json"
     @Option(help: "The dnpipes binary (default: next to this one).") var dnpipes: String?
     @Option(help: "The kcat binary.") var kcat = "kcat"
@@ -35,7 +35,9 @@ struct Run: ParsableCommand {
         let me = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
         let binary = dnpipes ?? ((me as NSString).deletingLastPathComponent + "/dnpipes")
         guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("no dnpipes binary at \(binary)") }
-        let kcatPath = try shellOutput("command -v \(q(kcat))")
+        // kcat is the peer of the push and pull rows only; the others run without it.
+        let kcatPath = try? shellOutput("command -v \(q(kcat))")
+        guard kcatPath != nil || wanted.isDisjoint(with: ["push", "pull"]) else { throw BenchError("no \(kcat) on PATH") }
         let work = try shellOutput("mktemp -d /tmp/dnpipes-bench.XXXXXX")
         let teardown = Teardown()
         teardown.add { _ = try? shell("rm -rf \(q(work))") }
@@ -50,10 +52,15 @@ struct Run: ParsableCommand {
         var fanOut: [FanOutRow] = []
         var checks: [String: Bool] = [:]
         // The embedded store first, before the broker holds gigabytes and the Kafka daemons run beside it.
-        if wanted.contains("embedded") {
+        if !wanted.isDisjoint(with: ["embedded", "programs"]) {
             let e = try PipeMount(binary: binary, path: work + "/mnt-e", dataDirectory: work + "/data-e")
             teardown.add { e.unmount() }
-            comparisons += try EmbeddedThroughput(mount: e, scratch: work, data: data, lines: lines, rounds: rounds).run()
+            if wanted.contains("embedded") {
+                comparisons += try EmbeddedThroughput(mount: e, scratch: work, data: data, lines: lines, rounds: rounds).run()
+            }
+            if wanted.contains("programs") {
+                comparisons += try ProgramThroughput(mount: e, scratch: work, rounds: rounds).run()
+            }
             e.unmount()
         }
         if !wanted.isDisjoint(with: ["push", "pull", "latency", "fanout"]) {
@@ -66,7 +73,7 @@ struct Run: ParsableCommand {
             teardown.add { b.unmount() }
             if !wanted.isDisjoint(with: ["push", "pull"]) {
                 comparisons += try KafkaThroughput(broker: broker, writerMount: a, readerMount: b, data: data, lines: lines,
-                                                   rounds: rounds, kcat: kcatPath).run()
+                                                   rounds: rounds, kcat: kcatPath!).run()
             }
             if wanted.contains("latency") {
                 comparisons += try Latency(broker: broker, writerMount: a, readerMount: b, messages: latencyMessages).run()
@@ -90,14 +97,14 @@ struct Run: ParsableCommand {
         print("results written to \(json)")
     }
 
-    private func machine(kcat: String) -> [String: String] {
+    private func machine(kcat: String?) -> [String: String] {
         var m: [String: String] = [:]
         m["cpu"] = (try? shellOutput("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"))?.trimmingCharacters(in: .whitespaces)
         m["cores"] = try? shellOutput("nproc")
         m["memory"] = try? shellOutput("awk '/MemTotal/ {printf \"%.0f GiB\", $2/1048576}' /proc/meminfo")
         m["kernel"] = try? shellOutput("uname -r")
         m["librdkafka"] = String(cString: rd_kafka_version_str())
-        m["kcat"] = try? shellOutput("\(q(kcat)) -V | grep -o 'Version [0-9.]*'")
+        m["kcat"] = kcat.flatMap { try? shellOutput("\(q($0)) -V | grep -o 'Version [0-9.]*'") }
         m["broker"] = try? shellOutput("tansu --version 2>&1 | head -n1")
         return m
     }

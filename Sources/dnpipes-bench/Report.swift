@@ -54,7 +54,7 @@ func throughput(_ name: String, peer peerName: String, lines: Int, dnpipes: [Dou
     let a = Double(lines) / median(dnpipes), b = Double(lines) / median(peer)
     let ratio = a / b
     return Comparison(name: name, peerName: peerName, unit: "lines/s", dnpipes: a, peer: b, ratio: ratio,
-                      target: target.map { String(format: ">= %.1fx", $0) }, pass: target.map { ratio >= $0 },
+                      target: target.map { String(format: ">= %gx", $0) }, pass: target.map { ratio >= $0 },
                       dnpipesSamples: dnpipes, peerSamples: peer)
 }
 
