@@ -20,6 +20,12 @@ public struct PipeReader: Sendable {
     /// Where the reader stands in the first partition.
     public var offset: Int64 { cursor.offset }
     public var offsets: [Int64] { cursor.offsets }
+    public var partitionCount: Int { cursor.partitionCount }
+
+    /// Places the reader of a pipe of one partition at `offset`, `skip` bytes into the stream from there.
+    public mutating func seek(to offset: Int64, skip: Int64 = 0) {
+        cursor.seek(to: offset, skip: skip)
+    }
 
     /// Takes what the reader can have now, up to `capacity` bytes: data, the end of the pipe (it was deleted,
     /// or a stopping reader passed its end), or nothing yet.

@@ -23,6 +23,8 @@ public protocol PipeStore: AnyObject, Sendable {
     func remove(_ name: PipeName) throws
     /// Opens a pipe's log, or returns nil if there is no such pipe.
     func open(_ name: PipeName) throws -> PipeLog?
+    /// The pipe's log if it is open already: answered from memory, for a stat that must not wait.
+    func openedLog(_ name: PipeName) -> PipeLog?
     /// Makes everything written durable and releases resources.
     func shutdown()
 }
@@ -103,6 +105,17 @@ public protocol PipeLog: AnyObject, Sendable {
     /// it is removed. Returns a token for `removeObserver`.
     func addObserver(_ callback: @escaping @Sendable () -> Void) -> Int
     func removeObserver(_ token: Int)
+
+    /// Partition 0's framed stream in bytes (see `StreamIndex`): a pipe's size and mtime, and where byte
+    /// positions start. Nil when the backend does not know them (yet).
+    func streamExtent() -> StreamExtent?
+    /// The last anchor at or before `byte` of the stream since the current origin, or nil when positions are
+    /// not known. Readers that seek use it to find where a position lies.
+    func streamAnchor(atOrBefore byte: Int64) -> StreamAnchor?
+    /// Whether `streamExtent()` lags what is known to be pushed (a backend that counts what it fetches,
+    /// after its own pushes were acknowledged); `settle` then completes once it does not, briefly bounded.
+    var isSettling: Bool { get }
+    func settle(completion: @escaping @Sendable () -> Void)
 }
 
 extension PipeStore {
@@ -112,8 +125,7 @@ extension PipeStore {
 
 extension PipeWriter {
     /// Pushes messages given one array each.
-    public func push(_ messages: [[UInt8]]) throws { try push(MessageBlock(messages), accepted: {}) }
-    public func push(_ messages: MessageBlock) throws { try push(messages, accepted: {}) }
+    public func push(_ messages: [[UInt8]]) throws { try push(MessageBlock(messages)) }
 
     /// A store whose pushes never refuse for want of room has room now.
     public func whenRoom(_ callback: @escaping @Sendable () -> Void) { callback() }
@@ -142,6 +154,13 @@ extension PipeLog {
         return try fetch(from: offset, maxBytes: maxBytes)
     }
 
+    /// A store that does not count bytes: pipes report size 0 and cannot be read at a position.
+    public func streamExtent() -> StreamExtent? { nil }
+    public func streamAnchor(atOrBefore byte: Int64) -> StreamAnchor? { nil }
+    /// A store that counts what it stores has nothing to wait for.
+    public var isSettling: Bool { false }
+    public func settle(completion: @escaping @Sendable () -> Void) { completion() }
+
     /// A store that is the only writer of its pipes is always up to date.
     public func synchronize(completion: @escaping @Sendable () -> Void) { completion() }
 
@@ -155,17 +174,15 @@ extension PipeLog {
 
 /// Pushes messages for one writer.
 public protocol PipeWriter: AnyObject, Sendable {
-    /// Queues messages for the pipe, in order, without waiting for durability. Throws if they cannot even be
-    /// queued (too large for the backend, the pipe is gone); then none of them is stored.
-    ///
-    /// A backend may call `accepted` (at most once) when the messages are sure to be next in the pipe and
-    /// visible to readers in that order, before its remaining work; the caller may then let its writer go on.
-    /// An error thrown after `accepted` concerns that remaining work (a disk error): the caller reports it
-    /// at the next flush.
+    /// Queues messages for the pipe, in order, without waiting for durability: once it returns they are next
+    /// in the pipe and visible to readers in that order. Throws if they cannot even be queued (too large for
+    /// the backend, the pipe is gone, a disk error); then none of them is stored.
     ///
     /// A backend with a bounded queue throws `PipeError.full` when it cannot take the messages now; then it
     /// took none of them, and the caller tries again once `whenRoom` calls back (not holding a thread).
-    func push(_ messages: MessageBlock, accepted: () -> Void) throws
+    /// Observers of the pipe are told from elsewhere, never from within the push: a caller may hold its own
+    /// lock around it.
+    func push(_ messages: MessageBlock) throws
     /// Completes when every message pushed through this writer is durable, or with the first error.
     func flush(completion: @escaping @Sendable (Error?) -> Void)
     /// Calls `callback` once, when a push refused with `PipeError.full` may succeed.

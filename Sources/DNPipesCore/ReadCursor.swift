@@ -15,6 +15,9 @@ public struct ReadCursor: Sendable {
     /// Bytes of an already fetched message (with its newline) not yet handed out.
     private var carry: [UInt8] = []
     private var carryStart = 0
+    /// Bytes of the stream to drop before the next byte handed out (a reader placed inside a message, or
+    /// after an anchor that lies before its position).
+    private var skip: Int64 = 0
 
     /// A cursor on a pipe of one partition.
     public init(offset: Int64) { self.init(offsets: [offset]) }
@@ -53,6 +56,7 @@ public struct ReadCursor: Sendable {
             if carryStart == carry.count { carry = []; carryStart = 0 }
             if out.count == capacity { return out }
         }
+        if skip > 0, try !skipAhead(fetch: fetch) { return out }
         let count = offsets.count
         let first = nextPartition
         for step in 0..<count {
@@ -65,14 +69,39 @@ public struct ReadCursor: Sendable {
         return out
     }
 
+    /// Drops whole messages that lie before the position a seek asked for, fetching as many times as that
+    /// takes; the message holding the position is then cut by `take`. Returns false when the store has
+    /// nothing more yet. (Seeks are for pipes of one partition.)
+    private mutating func skipAhead(fetch: (_ partition: Int, _ from: Int64, _ maxBytes: Int) throws -> MessageBatch?) rethrows -> Bool {
+        while skip > 0 {
+            guard let batch = try fetch(0, offsets[0], Int(Swift.min(skip, 1 << 20))), !batch.isEmpty else { return false }
+            var index = 0
+            while index < batch.count && skip > Int64(batch.block[index].count) {
+                skip -= Int64(batch.block[index].count) + 1
+                offsets[0] = batch.offsets[index] + 1
+                index += 1
+            }
+            if index < batch.count { return true }
+        }
+        return true
+    }
+
     /// Appends a batch's messages while they fit; returns whether the buffer is full (the rest of a message
     /// that did not fit waits in the carry, and messages after it are fetched again).
     private mutating func take(_ batch: MessageBatch, into out: inout [UInt8], capacity: Int, partition: Int) -> Bool {
         var full = false
         var next = offsets[partition]
         for index in 0..<batch.count {
-            let message = batch.block[index]
+            var message = batch.block[index]
             next = batch.offsets[index] + 1
+            if skip > 0 {
+                if skip > Int64(message.count) {
+                    skip -= Int64(message.count) + 1   // the whole message and its newline
+                    continue
+                }
+                message = message.dropFirst(Int(skip))   // at most all of it: the newline comes next
+                skip = 0
+            }
             let room = capacity - out.count
             if message.count + 1 <= room {
                 out.append(contentsOf: message)
@@ -92,11 +121,12 @@ public struct ReadCursor: Sendable {
         return full
     }
 
-    /// Moves the cursor of a pipe of one partition (for a reader that starts at the end of a pipe).
-    public mutating func seek(to offset: Int64) {
+    /// Moves the cursor of a pipe of one partition to `offset`, then `skip` bytes of the stream further.
+    public mutating func seek(to offset: Int64, skip: Int64 = 0) {
         precondition(offsets.count == 1)
         offsets[0] = offset
         carry = []
         carryStart = 0
+        self.skip = max(0, skip)
     }
 }
