@@ -17,12 +17,21 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     private let config: EmbeddedStore.Configuration
     private let syncQueue: DispatchQueue
     private let observers = Observers()
+    /// Observers are told here, in order, never from within a push, a reset or a delete: a writer may hold
+    /// its own lock around a push, and an observer may take that lock.
+    private let notifyQueue: DispatchQueue
 
     private let lock = NSLock()
     private var segments: [Segment]
     private var start: Int64
     private var end: Int64
     private var removed = false
+    /// Byte positions of the framed stream from `start` on.
+    private var index: StreamIndex
+    /// When the newest message was written (the pipe's mtime); a reset counts as a change too.
+    private var lastPush: timespec
+    /// Whether observers have a notification on its way that has not started yet (pushes in a burst share it).
+    private var notifyPending = false
     /// Segments written since their last fdatasync (the active one included when dirty).
     private var unsynced: [ObjectIdentifier: Segment] = [:]
     private var directoryUnsynced = false
@@ -33,16 +42,19 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     private var positionHints: [Int64: (Int64, Int64)] = [:]
 
     private init(name: PipeName, directory: String, config: EmbeddedStore.Configuration, syncQueue: DispatchQueue,
-                 segments: [Segment], start: Int64) {
+                 segments: [Segment], start: Int64, index: StreamIndex, lastPush: timespec) {
         self.name = name
         self.directory = directory
         self.config = config
         self.syncQueue = syncQueue
+        self.notifyQueue = DispatchQueue(label: "dnpipes.embedded.observers", target: .global())
         self.segments = segments
         self.directoryFD = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         let last = segments.last!
         self.end = last.base + last.count
         self.start = min(start, end)
+        self.index = index
+        self.lastPush = lastPush
     }
 
     deinit { if directoryFD >= 0 { close(directoryFD) } }
@@ -64,6 +76,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         let names = try FileManager.default.contentsOfDirectory(atPath: directory)
         let bases = names.compactMap(Segment.base(ofFileName:)).sorted()
         var segments: [Segment] = []
+        var index = StreamIndex(origin: start)
         for (i, base) in bases.enumerated() {
             let path = directory + "/" + Segment.fileName(base: base)
             let isLast = i == bases.count - 1
@@ -72,7 +85,9 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 continue
             }
             let (segment, cut) = try Segment.open(path: path, base: base, maxPayload: config.maxMessageBytes,
-                                                  cutTornTail: isLast)
+                                                  cutTornTail: isLast) { offset, length in
+                if offset >= start { index.note(offset: offset, length: length) }
+            }
             if cut > 0 {
                 log(isLast ? "pipe \(name): dropped a torn tail of \(cut) bytes from \(path) (never acknowledged)"
                            : "pipe \(name): \(path) has \(cut) unreadable bytes after its last valid record")
@@ -83,8 +98,11 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             segments.append(try Segment.create(directory: directory, base: start))
             try fsyncDirectory(directory)
         }
+        // The newest segment was written last: its mtime is the last push (or the reset that started it).
+        var st = stat()
+        let lastPush = fstat(segments.last!.fd, &st) == 0 ? st.st_mtim : StreamExtent.now()
         return EmbeddedLog(name: name, directory: directory, config: config, syncQueue: syncQueue,
-                           segments: segments, start: start)
+                           segments: segments, start: start, index: index, lastPush: lastPush)
     }
 
     private static func readStart(_ directory: String) -> Int64 {
@@ -102,6 +120,16 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     var isRemoved: Bool {
         lock.lock(); defer { lock.unlock() }
         return removed
+    }
+
+    func streamExtent() -> StreamExtent? {
+        lock.lock(); defer { lock.unlock() }
+        return index.extent(lastPush: lastPush)
+    }
+
+    func streamAnchor(atOrBefore byte: Int64) -> StreamAnchor? {
+        lock.lock(); defer { lock.unlock() }
+        return index.anchor(atOrBefore: byte)
     }
 
     func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
@@ -167,13 +195,15 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                     segments = [segments.last!]
                 }
                 start = newStart
+                index.restart(at: newStart)
+                lastPush = StreamExtent.now()
                 positionHints.removeAll()
                 lock.unlock()
                 // Durable order: the new start offset (and the new segment's directory entry) first, then the
                 // old files go. A crash in between leaves files that the next open deletes.
                 try writeStartFile(newStart)
                 for s in old { unlinkat(directoryFD, Segment.fileName(base: s.base), 0) }
-                observers.notify()
+                notifyObservers()
                 completion(nil)
             } catch {
                 completion(error)
@@ -186,21 +216,20 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     // MARK: Writing
 
-    /// Appends messages. `accepted` runs once they are sure to be next in the pipe, before they are encoded
-    /// and written: the lock is held from there to the end, so a reader or `bounds()` sees them once it gets
-    /// the lock, and the caller can let its writer go on while the checksums and the write are done.
-    func append(_ messages: MessageBlock, accepted: () -> Void = {}) throws {
+    /// Appends messages: once it returns they are in the file (the page cache) and visible to readers. The
+    /// records are encoded before the lock is taken, so writers of one pipe share the lock only for the
+    /// write itself.
+    func append(_ messages: MessageBlock) throws {
         guard !messages.isEmpty else { return }
         let largest = messages.largest
         if largest > config.maxMessageBytes {
             throw PipeError.messageTooLarge(size: largest, limit: config.maxMessageBytes)
         }
+        let encoded = RecordFormat.encode(messages)
+        let sizes = messages.ranges.map { $0.count + RecordFormat.headerSize }
         lock.lock()
         do {
             if removed { throw PipeError.removed(name) }
-            accepted()
-            let encoded = RecordFormat.encode(messages)
-            let sizes = messages.ranges.map { $0.count + RecordFormat.headerSize }
             var active = segments[segments.count - 1]
             if active.size >= config.segmentBytes {
                 active = try Segment.create(directory: directory, base: end)
@@ -209,13 +238,30 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             }
             try active.append(encoded: encoded, recordSizes: sizes)
             unsynced[ObjectIdentifier(active)] = active
+            for (i, range) in messages.ranges.enumerated() { index.note(offset: end + Int64(i), length: range.count) }
             end += Int64(messages.count)
+            lastPush = StreamExtent.now()
         } catch {
             lock.unlock()
             throw error
         }
         lock.unlock()
-        observers.notify()
+        notifyObservers()
+    }
+
+    /// Tells observers on the log's own queue. A notification not yet started covers later changes too.
+    private func notifyObservers() {
+        lock.lock()
+        let schedule = !notifyPending
+        notifyPending = true
+        lock.unlock()
+        guard schedule else { return }
+        notifyQueue.async { [self] in
+            lock.lock()
+            notifyPending = false
+            lock.unlock()
+            observers.notify()
+        }
     }
 
     /// Completes once everything appended before the call is on disk. Concurrent callers share one fdatasync
@@ -255,7 +301,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         removed = true
         segments = [segments.last!]
         lock.unlock()
-        observers.notify()
+        notifyObservers()
     }
 
     private func writeStartFile(_ value: Int64) throws {
@@ -283,6 +329,6 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 final class EmbeddedWriter: PipeWriter, @unchecked Sendable {
     private let log: EmbeddedLog
     init(log: EmbeddedLog) { self.log = log }
-    func push(_ messages: MessageBlock, accepted: () -> Void) throws { try log.append(messages, accepted: accepted) }
+    func push(_ messages: MessageBlock) throws { try log.append(messages) }
     func flush(completion: @escaping @Sendable (Error?) -> Void) { log.sync(completion: completion) }
 }

@@ -121,6 +121,11 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         syncQueue.async { try? FileManager.default.removeItem(atPath: target) }
     }
 
+    public func openedLog(_ name: PipeName) -> PipeLog? {
+        lock.lock(); defer { lock.unlock() }
+        return logs[name]
+    }
+
     public func open(_ name: PipeName) throws -> PipeLog? {
         lock.lock(); defer { lock.unlock() }
         if let log = logs[name] { return log }

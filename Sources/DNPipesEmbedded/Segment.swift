@@ -50,7 +50,9 @@ final class Segment: @unchecked Sendable {
 
     /// Opens an existing segment and checks every record. With `cutTornTail`, a torn or corrupt tail is cut
     /// off the file (it can only be a write that was never acknowledged); otherwise the segment ends there.
-    static func open(path: String, base: Int64, maxPayload: Int, cutTornTail: Bool) throws -> (Segment, cutBytes: Int64) {
+    /// `record` is told each valid record's offset and payload length, in order.
+    static func open(path: String, base: Int64, maxPayload: Int, cutTornTail: Bool,
+                     record: (_ offset: Int64, _ length: Int) -> Void = { _, _ in }) throws -> (Segment, cutBytes: Int64) {
         let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
         if fd < 0 { throw SystemError.last("open segment \(path)") }
         let segment = Segment(base: base, path: path, fd: fd)
@@ -58,8 +60,9 @@ final class Segment: @unchecked Sendable {
         guard fstat(fd, &st) == 0 else { throw SystemError.last("stat \(path)") }
         let fileSize = Int64(st.st_size)
         var scanner = RecordScanner(fd: fd, limit: fileSize, maxPayload: maxPayload)
-        while let record = try scanner.next() {
-            segment.noteRecord(at: record.position, size: record.size)
+        while let found = try scanner.next() {
+            record(base + segment.count, found.size - RecordFormat.headerSize)
+            segment.noteRecord(at: found.position, size: found.size)
         }
         let cut = fileSize - segment.size
         if cut > 0 && cutTornTail {
