@@ -18,8 +18,10 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     /// Partition 0 from the start (writers acknowledge into it); the others once the stream starts.
     private var streams: [PartitionStream] = []
     private var removed = false
-    /// Whether the stream was asked to start (by the first reader).
+    /// Whether the stream was asked to start (by the first reader, or a stat that counts it).
     private var streamRequested = false
+    /// Whether a reader asked: until then a stream started for a stat only counts (see `PartitionStream`).
+    private var readerCame = false
     /// How many of `streams` have started.
     private var startedCount = 0
 
@@ -57,7 +59,9 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         let fresh = Array(streams[startedCount..<max(startedCount, floors.count)])
         startedCount = max(startedCount, floors.count)
         let all = streams
+        let counting = !readerCame
         lock.unlock()
+        if counting { fresh.forEach { $0.countOnly() } }
         all.forEach { $0.setWindowBytes(budget) }
         for stream in fresh { stream.start(at: floors[Int(stream.partition)]) }
         return fresh
@@ -87,6 +91,27 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         return removed
     }
 
+    /// Positions count what this mount has streamed of partition 0; a pipe of several partitions has no
+    /// positions (readers interleave partitions each their own way), only a size, the sum of what is streamed.
+    func streamExtent() -> StreamExtent? {
+        let all = partitionStreams
+        guard var extent = all.first?.streamExtent() else { return nil }
+        for stream in all.dropFirst() {
+            guard let e = stream.streamExtent() else { continue }
+            extent.size += e.size
+            if let t = e.lastPush, extent.lastPush.map({ ($0.tv_sec, $0.tv_nsec) < (t.tv_sec, t.tv_nsec) }) ?? true {
+                extent.lastPush = t
+            }
+        }
+        return extent
+    }
+
+    func streamAnchor(atOrBefore byte: Int64) -> StreamAnchor? {
+        let all = partitionStreams
+        guard all.count == 1 else { return nil }
+        return all[0].streamAnchor(atOrBefore: byte)
+    }
+
     func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
         try fetch(partition: 0, from: offset, maxBytes: maxBytes)
     }
@@ -106,7 +131,10 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         lock.lock()
         let startStream = !streamRequested
         streamRequested = true
+        readerCame = true
+        let counting = streams
         lock.unlock()
+        counting.forEach { $0.retainForReaders() }
         DispatchQueue.global().async { [self] in
             if startStream { store.startStream(self) }
             // Until each stream's first fetch answers, the end of the pipe is unknown.
@@ -122,23 +150,55 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
 
     private func synchronizeWithCluster(_ once: Once) {
         DispatchQueue.global().asyncAfter(deadline: .now() + store.freshFetchInterval) { [self] in
-            let targets: [(PartitionStream, Int64)] = partitionStreams.compactMap { stream in
-                guard let high = store.cachedHighWatermark(of: topic, partition: stream.partition) else { return nil }
+            // Up to the cluster's end, and to this mount's own acknowledged pushes, which may be newer.
+            let targets: [(PartitionStream, Int64)] = partitionStreams.map { stream in
+                let high = store.cachedHighWatermark(of: topic, partition: stream.partition) ?? 0
                 stream.raiseEnd(to: high)
-                return (stream, high)
+                return (stream, max(high, stream.bounds().end))
             }
-            let reached: @Sendable () -> Bool = { [weak self] in
-                guard let self else { return true }
-                return self.isRemoved || targets.allSatisfy { $0.0.hasReached($0.1) }
-            }
-            let token = Box(0)
-            token.value = addObserver { [weak self] in
-                if reached() { once.run(); self?.removeObserver(token.value) }
-            }
-            if reached() { once.run(); removeObserver(token.value); return }
-            DispatchQueue.global().asyncAfter(deadline: .now() + 5) { [weak self] in
-                once.run(); self?.removeObserver(token.value)
-            }
+            whenStreamed(to: targets, timeout: 5, once)
+        }
+    }
+
+    /// Runs `once` when every stream has delivered up to its target (or cannot go on until a reader makes
+    /// room), the pipe is deleted, or `timeout` seconds have passed. Waits on the streams' notifications.
+    private func whenStreamed(to targets: [(PartitionStream, Int64)], timeout: Double, _ once: Once) {
+        let reached: @Sendable () -> Bool = { [weak self] in
+            guard let self else { return true }
+            return self.isRemoved || targets.allSatisfy { $0.0.hasReached($0.1) }
+        }
+        let token = Box(0)
+        token.value = addObserver { [weak self] in
+            if reached() { once.run(); self?.removeObserver(token.value) }
+        }
+        if reached() { once.run(); removeObserver(token.value); return }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in
+            once.run(); self?.removeObserver(token.value)
+        }
+    }
+
+    /// Whether a stat must wait: for the pipe's stream to start (a stat counts a pipe no reader opened
+    /// here), or for it to deliver what is known to be pushed (this mount's own pushes are acknowledged
+    /// before the consumer fetches them).
+    var isSettling: Bool {
+        !isStreaming || partitionStreams.contains { !$0.hasReached($0.bounds().end) }
+    }
+
+    /// Completes once the streams have delivered everything known to be pushed now, so that a size counts
+    /// it, or after a few seconds at most. A pipe not streamed yet is streamed from here on, counting only.
+    func settle(completion: @escaping @Sendable () -> Void) {
+        let once = Once(completion)
+        lock.lock()
+        let startStream = !streamRequested
+        streamRequested = true
+        lock.unlock()
+        guard startStream || !isStreaming else {
+            return whenStreamed(to: partitionStreams.map { ($0, $0.bounds().end) }, timeout: 1, once)
+        }
+        DispatchQueue.global().async { [self] in
+            if startStream { store.startStream(self) }
+            _ = waitUntilCaughtUp(timeout: 2)
+            whenStreamed(to: partitionStreams.map { ($0, $0.bounds().end) }, timeout: 1, once)
         }
     }
 

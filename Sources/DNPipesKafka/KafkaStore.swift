@@ -76,10 +76,13 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private func pipeName(forTopic topic: String) -> PipeName? {
         guard topic.hasPrefix(configuration.topicPrefix) else { return nil }
         let rest = String(topic.dropFirst(configuration.topicPrefix.count))
-        // Kafka's internal topics (__consumer_offsets, _schemas, ...) are not pipes.
-        if rest.hasPrefix("_") { return nil }
+        if KafkaStore.isInternal(topic) || KafkaStore.isInternal(rest) { return nil }
         return try? PipeName(validating: rest)
     }
+
+    /// Kafka names its own topics with two underscores (`__consumer_offsets`, `__transaction_state`); they
+    /// are not pipes, so they are neither listed nor made. Other names with an underscore are ordinary topics.
+    static func isInternal(_ topic: String) -> Bool { topic.hasPrefix("__") }
 
     /// Reads the cluster's topics; returns an error text, or nil on success.
     private func refreshMetadata(timeout: Double) -> String? {
@@ -183,6 +186,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     @discardableResult
     public func create(_ name: PipeName) throws -> Bool {
         if contains(name) { return false }
+        if KafkaStore.isInternal(name.value) || KafkaStore.isInternal(topic(for: name)) {
+            throw PipeError.invalidName("\(name): names starting with __ are Kafka's internal topics")
+        }
         if topic(for: name).utf8.count > PipeName.maxLength {
             throw PipeError.invalidName("topic \(topic(for: name)) (the pipe name with the topic prefix) exceeds Kafka's \(PipeName.maxLength) characters")
         }
@@ -250,6 +256,11 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             consumer.unassign(pipe)
         }
         logger.info("deleted pipe \(name)")
+    }
+
+    public func openedLog(_ name: PipeName) -> PipeLog? {
+        lock.lock(); defer { lock.unlock() }
+        return pipes[name]
     }
 
     public func open(_ name: PipeName) throws -> PipeLog? {

@@ -45,11 +45,34 @@ final class PartitionStream: @unchecked Sendable {
     private var caughtUpWaiters: [DispatchSemaphore] = []
     /// Where the stream starts: one past the partition's last reset when the first reader opened the pipe.
     private(set) var streamStart: Int64 = 0
+    /// Byte positions of what the stream has delivered since the reset floor (see `StreamIndex`): a pipe's
+    /// size on this mount is what it has streamed. Nil until the stream starts (the floor is not known).
+    private var index: StreamIndex?
+    /// The newest message's time: its timestamp from the brokers, or when this mount's push was acknowledged.
+    private var lastPush: timespec?
+    /// Whether delivered messages are kept for readers. A stream started to answer a stat, before any reader
+    /// opened the pipe, only counts them: it holds no window, so listing many pipes costs no memory per pipe
+    /// beyond their indexes. A reader that comes later rewinds to where it starts.
+    private var retaining = true
 
     init(partition: Int32, windowBytes: Int, wakeConsumer: @escaping @Sendable () -> Void) {
         self.partition = partition
         self.windowBytes = windowBytes
         self.wakeConsumer = wakeConsumer
+    }
+
+    /// Readers have come (see `retaining`).
+    func retainForReaders() {
+        lock.lock()
+        retaining = true
+        lock.unlock()
+    }
+
+    /// The stream only counts what it delivers until `retainForReaders`.
+    func countOnly() {
+        lock.lock()
+        retaining = false
+        lock.unlock()
     }
 
     /// The pipe's budget is shared by its partitions.
@@ -67,7 +90,18 @@ final class PartitionStream: @unchecked Sendable {
         windowStart = at
         position = at
         resetFloor = at
+        index = StreamIndex(origin: at)
         lock.unlock()
+    }
+
+    func streamExtent() -> StreamExtent? {
+        lock.lock(); defer { lock.unlock() }
+        return index?.extent(lastPush: lastPush)
+    }
+
+    func streamAnchor(atOrBefore byte: Int64) -> StreamAnchor? {
+        lock.lock(); defer { lock.unlock() }
+        return index?.anchor(atOrBefore: byte)
     }
 
     var isCaughtUp: Bool {
@@ -143,7 +177,8 @@ final class PartitionStream: @unchecked Sendable {
     /// A batch of consumed records: their offsets, their payloads in one block, and which of them are reset
     /// markers. Returns whether anything changed and whether the window is over its budget (the consumer then
     /// stops serving the partition's queue until a reader makes room).
-    func deliver(offsets delivered: [Int64], block: MessageBlock, markers: Set<Int>) -> (changed: Bool, full: Bool) {
+    func deliver(offsets delivered: [Int64], block: MessageBlock, markers: Set<Int>,
+                 newestTimestamp: Int64 = -1) -> (changed: Bool, full: Bool) {
         lock.lock()
         defer { lock.unlock() }
         var changed = false
@@ -155,6 +190,7 @@ final class PartitionStream: @unchecked Sendable {
                 applyMarker(at: offset)
             } else if offset >= resetFloor {
                 let range = block.ranges[i]
+                index?.note(offset: offset, length: range.count)
                 offsets.append(offset)
                 locations.append((chunk, range))
                 totals.append((totals.last ?? totalsBase) + range.count)
@@ -163,6 +199,12 @@ final class PartitionStream: @unchecked Sendable {
             changed = true
         }
         if used { chunks.append(block.bytes) }
+        if !retaining { evict(below: position, keepBytes: 0) }
+        index?.pass(to: position)
+        if newestTimestamp >= 0 {
+            let t = timespec(tv_sec: Int(newestTimestamp / 1000), tv_nsec: Int(newestTimestamp % 1000) * 1_000_000)
+            if lastPush.map({ ($0.tv_sec, $0.tv_nsec) < (t.tv_sec, t.tv_nsec) }) ?? true { lastPush = t }
+        }
         highWatermark = max(highWatermark, position)
         let full = windowSize > windowBytes
         if full { paused = true }
@@ -183,6 +225,7 @@ final class PartitionStream: @unchecked Sendable {
         highWatermark = max(highWatermark, offset)
         // Everything below the end has been delivered (offsets without a message are control records).
         if offset > position && rewindTo == nil { position = offset }
+        index?.pass(to: position)
         return markCaughtUp(low: low)
     }
 
@@ -199,7 +242,12 @@ final class PartitionStream: @unchecked Sendable {
     }
 
     /// Our own producer's acknowledgement: the end moves at once, before the consumer fetches the message.
-    func acknowledged(offset: Int64) { raiseEnd(to: offset + 1) }
+    func acknowledged(offset: Int64) {
+        lock.lock()
+        lastPush = StreamExtent.now()
+        lock.unlock()
+        raiseEnd(to: offset + 1)
+    }
 
     func noteMarker(at offset: Int64) {
         lock.lock()
@@ -212,6 +260,10 @@ final class PartitionStream: @unchecked Sendable {
     private func applyMarker(at offset: Int64) {
         guard offset + 1 > resetFloor else { return }
         resetFloor = offset + 1
+        if index != nil {
+            index?.restart(at: resetFloor)
+            lastPush = StreamExtent.now()
+        }
         evict(below: resetFloor, keepBytes: 0)
     }
 

@@ -216,13 +216,15 @@ final class StreamConsumer: @unchecked Sendable {
             } else {
                 let isMarker = dnp_has_header(m, KafkaStore.markerHeader) != 0
                 records[key, default: ConsumedRecords()].add(offset: msg.offset, isMarker: isMarker,
-                    payload: UnsafeRawBufferPointer(start: msg.payload, count: msg.payload == nil ? 0 : msg.len))
+                    payload: UnsafeRawBufferPointer(start: msg.payload, count: msg.payload == nil ? 0 : msg.len),
+                    timestamp: rd_kafka_message_timestamp(m, nil))
             }
             rd_kafka_message_destroy(m)
         }
         for (key, recs) in records {
             guard let entry = assigned[key] else { continue }
-            let (changed, full) = entry.stream.deliver(offsets: recs.offsets, block: recs.block, markers: recs.markers)
+            let (changed, full) = entry.stream.deliver(offsets: recs.offsets, block: recs.block, markers: recs.markers,
+                                                       newestTimestamp: recs.newestTimestamp)
             if full { assigned[key]?.full = true }
             var first = false
             if !entry.stream.isCaughtUp {
@@ -249,9 +251,11 @@ struct ConsumedRecords {
     var offsets: [Int64] = []
     var block = MessageBlock()
     var markers: Set<Int> = []
+    /// The newest message's timestamp, in milliseconds since the epoch (-1: none known).
+    var newestTimestamp: Int64 = -1
 
-    mutating func add(offset: Int64, isMarker: Bool, payload: UnsafeRawBufferPointer) {
-        if isMarker { markers.insert(offsets.count) }
+    mutating func add(offset: Int64, isMarker: Bool, payload: UnsafeRawBufferPointer, timestamp: Int64) {
+        if isMarker { markers.insert(offsets.count) } else { newestTimestamp = max(newestTimestamp, timestamp) }
         offsets.append(offset)
         block.append(payload)
     }
