@@ -19,9 +19,11 @@ static inline int dnp_session_loop_mt(struct fuse_session *se, unsigned int max_
     return rc;
 }
 
-static inline void dnp_fi_set_stream(struct fuse_file_info *fi) {
+// A pipe is a seekable file whose every read reaches the daemon: no page cache (the content grows and is
+// reset elsewhere), but positions, so programs that seek back (bash's read, head) work as on a file.
+static inline void dnp_fi_set_pipe(struct fuse_file_info *fi) {
     fi->direct_io = 1;
-    fi->nonseekable = 1;
+    fi->nonseekable = 0;
     fi->keep_cache = 0;
 }
 static inline int dnp_fi_flags(const struct fuse_file_info *fi) { return fi->flags; }

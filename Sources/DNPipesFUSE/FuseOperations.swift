@@ -45,15 +45,15 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.create = { req, parent, name, mode, fi in
         fs(req).create(Request(raw: req!), parent: parent, name: name!, mode: mode, flags: dnp_fi_flags(fi))
     }
-    ops.read = { req, _, size, _, fi in
+    ops.read = { req, _, size, offset, fi in
         let request = Request(raw: req!)
         guard let handle = fs(req).handle(dnp_fi_fh(fi)), handle.canRead else { return request.reply(error: EBADF) }
-        handle.read(request, size: size)
+        handle.read(request, size: size, offset: Int64(offset), flags: dnp_fi_flags(fi))
     }
     ops.write = { req, _, buf, size, _, fi in
         let request = Request(raw: req!)
         guard let handle = fs(req).handle(dnp_fi_fh(fi)) else { return request.reply(error: EBADF) }
-        handle.write(request, bytes: UnsafeRawBufferPointer(start: buf, count: size))
+        handle.write(request, bytes: UnsafeRawBufferPointer(start: buf, count: size), flags: dnp_fi_flags(fi))
     }
     ops.flush = { req, _, fi in
         let request = Request(raw: req!)

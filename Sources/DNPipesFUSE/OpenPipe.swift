@@ -3,38 +3,66 @@ import Foundation
 import Logging
 import DNPipesCore
 
-/// One open file handle on a pipe or a view: its own read cursor and its own line framer.
+/// One open file handle on a pipe or a view: its own positioned reader and its own line framer.
 ///
 /// A read that finds nothing is parked here, never waited for on a FUSE thread; it is answered when the
 /// pipe's observer fires (a push, a reset, a delete), or with EINTR when the kernel interrupts it.
+///
+/// Reading and writing keep their state in two lock boxes, so that a handle open for both (`O_RDWR`) can
+/// be told of its own push while it writes. Replies, poll notifications and callbacks to the store that may
+/// call back (`whenRoom`) are decided under a lock and done after it is released.
 final class OpenPipe: Interruptible, @unchecked Sendable {
+    // @unchecked: the mutable state lives in `reading` and `writing`, each reached only through withLock.
     let fh: UInt64
     let log: PipeLog
     let view: Inodes.View
     let canRead: Bool
     let canWrite: Bool
-    let nonBlocking: Bool
     private let logger: Logger
     private let interrupts: InterruptTable
-
-    private let lock = NSLock()
-    /// Where this handle reads; a `.drain` handle's reader stops at the end the pipe had at open.
-    private var reader: PipeReader
-    private var framer: LineFramer
     private let writer: PipeWriter?
     private var observer: Int?
-    private var parked: [(request: Request, size: Int, token: UInt64)] = []
-    /// Writes waiting for room in the store (Kafka's local queue was full), in order, with their bytes and
-    /// the time they give up.
-    private var parkedWrites: [(request: Request, bytes: [UInt8], token: UInt64, deadline: DispatchTime)] = []
+
+    private struct ParkedRead {
+        var request: Request
+        var size: Int
+        var offset: Int64
+        var token: UInt64
+    }
+
+    private struct ReadState {
+        /// Where this handle reads; a `.drain` handle's reader stops at the end the pipe had at open.
+        var reader: PositionedReader
+        var parked: [ParkedRead] = []
+        var pollHandle: OpaquePointer?
+    }
+
+    private struct ParkedWrite {
+        var request: Request
+        var bytes: [UInt8]
+        var token: UInt64
+        var deadline: DispatchTime
+    }
+
+    private struct WriteState {
+        var framer: LineFramer
+        /// Writes waiting for room in the store (Kafka's local queue was full), in order.
+        var parked: [ParkedWrite] = []
+        var waitingForRoom = false
+        /// Bytes of this handle's writes the kernel was told were written: they moved the file position that
+        /// its reads carry (see `read`).
+        var accepted: Int64 = 0
+        /// The first write of this handle that was refused (a line over the limit, a store error): every
+        /// later fsync and the close report it, so a writer that checks only its close() learns of it.
+        var refusal: Int32?
+    }
+
+    private let reading: LockedValue<ReadState>?
+    private let writing: LockedValue<WriteState>?
+
     /// How long a write waits for room before it fails with EIO. While it waits the kernel holds the file's
     /// lock, so other writers of the pipe (and `>` opening it) wait behind it.
     static let roomTimeout: Double = 30
-    private var waitingForRoom = false
-    /// A failure after a write was already answered (the store accepted it, then the disk failed): later
-    /// writes of this handle are refused and every later flush reports it, so its close() says EIO.
-    private var deferredFailure: Error?
-    private var pollHandle: OpaquePointer?
 
     init(fh: UInt64, log: PipeLog, view: Inodes.View, flags: Int32, maxMessageBytes: Int,
          logger: Logger, interrupts: InterruptTable) throws {
@@ -46,221 +74,221 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
         let access = flags & O_ACCMODE
         canRead = access == O_RDONLY || access == O_RDWR
         canWrite = access == O_WRONLY || access == O_RDWR
-        nonBlocking = flags & O_NONBLOCK != 0
-        reader = PipeReader(log: log, start: view == .tail ? .end : .oldest, stopAtEnd: view == .drain)
-        framer = LineFramer(maxMessageBytes: maxMessageBytes)
         writer = canWrite ? try log.makeWriter() : nil
+        writing = canWrite ? LockedValue(WriteState(framer: LineFramer(maxMessageBytes: maxMessageBytes))) : nil
         if canRead {
+            let reader = PositionedReader(log: log, start: view == .tail ? .end : .oldest, stopAtEnd: view == .drain)
+            reading = LockedValue(ReadState(reader: reader))
             observer = log.addObserver { [weak self] in self?.pipeChanged() }
+        } else {
+            reading = nil
         }
     }
 
     // MARK: Reading
 
-    private typealias Outcome = PipeReader.Outcome
-
-    /// Takes what the reader can have now. Called with the lock held.
-    private func take(_ size: Int) throws -> Outcome { try reader.read(capacity: size) }
-
-    func read(_ request: Request, size: Int) {
-        lock.lock()
-        defer { lock.unlock() }
-        if !parked.isEmpty {
-            // Keep the order of reads on one handle: this one waits behind the parked one.
-            park(request, size: size)
-            return
+    /// A read at file position `offset`. `flags` are the file's flags now (fcntl may have changed
+    /// O_NONBLOCK since the open).
+    ///
+    /// On a handle open for reading and writing the kernel moves one file position for both, so a read
+    /// after a write would start past what the handle wrote. Such a handle reads as a FIFO opened `O_RDWR`
+    /// does: its reads do not count its writes, so it reads its own messages too (`exec 3<>P; echo a >&3;
+    /// read l <&3` gets `a`).
+    func read(_ request: Request, size: Int, offset fileOffset: Int64, flags: Int32) {
+        guard let reading else { return request.reply(error: EBADF) }
+        let nonBlocking = flags & O_NONBLOCK != 0
+        let offset = max(0, fileOffset - (writing?.withLock { $0.accepted } ?? 0))
+        let answer: Answer? = reading.withLock { state in
+            // Keep the order of reads on one handle: this one waits behind a parked one.
+            if state.parked.isEmpty, let answer = take(&state, size: size, offset: offset) { return answer }
+            if nonBlocking { return .error(EAGAIN) }
+            state.parked.append(ParkedRead(request: request, size: size, offset: offset,
+                                           token: interrupts.watch(request, for: self)))
+            return nil
         }
-        do {
-            switch try take(size) {
-            case .data(let bytes): request.reply(data: bytes)
-            case .endOfFile: request.reply(data: [])
-            case .nothing:
-                if nonBlocking { request.reply(error: EAGAIN) } else { park(request, size: size) }
-            }
-        } catch {
-            logger.error("pipe \(log.name): read failed: \(error)")
-            request.reply(error: EIO)
-        }
+        answer?.send(request)
     }
 
-    /// Called with the lock held.
-    private func park(_ request: Request, size: Int) {
-        parked.append((request, size, interrupts.watch(request, for: self)))
+    /// What a read can have now, or nil when it must wait. Called under the reading lock.
+    private func take(_ state: inout ReadState, size: Int, offset: Int64) -> Answer? {
+        do {
+            switch try state.reader.read(at: offset, capacity: size) {
+            case .data(let bytes): return .data(bytes)
+            case .endOfFile: return .data([])
+            case .nothing: return nil
+            }
+        } catch {
+            logger.error("read failed", metadata: ["pipe": "\(log.name)", "error": "\(error)"])
+            return .error(EIO)
+        }
     }
 
     /// Answers a parked read or write with EINTR (the caller got a signal).
     func interrupt(token: UInt64) {
-        lock.lock()
-        defer { lock.unlock() }
-        if let i = parked.firstIndex(where: { $0.token == token }) {
-            let p = parked.remove(at: i)
-            interrupts.unregister(token)
-            p.request.reply(error: EINTR)
-        } else if let i = parkedWrites.firstIndex(where: { $0.token == token }) {
-            let p = parkedWrites.remove(at: i)
-            interrupts.unregister(token)
-            p.request.reply(error: EINTR)
+        let read = reading?.withLock { state -> Request? in
+            guard let i = state.parked.firstIndex(where: { $0.token == token }) else { return nil }
+            return state.parked.remove(at: i).request
         }
+        let write = read != nil ? nil : writing?.withLock { state -> Request? in
+            guard let i = state.parked.firstIndex(where: { $0.token == token }) else { return nil }
+            return state.parked.remove(at: i).request
+        }
+        guard let request = read ?? write else { return }
+        interrupts.unregister(token)
+        request.reply(error: EINTR)
     }
 
     /// The pipe changed: answer parked reads that can now be answered, and tell a poller.
     private func pipeChanged() {
-        lock.lock()
-        defer { lock.unlock() }
-        while let first = parked.first {
-            let outcome: Outcome
-            do { outcome = try take(first.size) } catch {
-                logger.error("pipe \(log.name): read failed: \(error)")
-                parked.removeFirst()
-                interrupts.unregister(first.token)
-                first.request.reply(error: EIO)
-                continue
+        guard let reading else { return }
+        let (answers, poll) = reading.withLock { state -> ([(ParkedRead, Answer)], OpaquePointer?) in
+            var answers: [(ParkedRead, Answer)] = []
+            while let first = state.parked.first, let answer = take(&state, size: first.size, offset: first.offset) {
+                answers.append((state.parked.removeFirst(), answer))
             }
-            switch outcome {
-            case .nothing: break
-            case .data(let bytes):
-                parked.removeFirst(); interrupts.unregister(first.token); first.request.reply(data: bytes)
-                continue
-            case .endOfFile:
-                parked.removeFirst(); interrupts.unregister(first.token); first.request.reply(data: [])
-                continue
+            var poll: OpaquePointer?
+            if state.pollHandle != nil && state.reader.isReadable() {
+                poll = state.pollHandle
+                state.pollHandle = nil
             }
-            break
+            return (answers, poll)
         }
-        if let ph = pollHandle, readable() {
-            fuse_lowlevel_notify_poll(ph)
-            fuse_pollhandle_destroy(ph)
-            pollHandle = nil
+        for (parked, answer) in answers {
+            interrupts.unregister(parked.token)
+            answer.send(parked.request)
+        }
+        if let poll {
+            fuse_lowlevel_notify_poll(poll)
+            fuse_pollhandle_destroy(poll)
         }
     }
 
-    /// Whether a read would return at once. Called with the lock held.
-    private func readable() -> Bool { reader.isReadable() }
-
     func poll(_ request: Request, handle: OpaquePointer?) {
-        lock.lock()
-        defer { lock.unlock() }
         var events: Int32 = 0
         if canWrite { events |= Int32(POLLOUT | POLLWRNORM) }
-        if canRead && readable() { events |= Int32(POLLIN | POLLRDNORM) }
-        if let handle {
-            if let old = pollHandle { fuse_pollhandle_destroy(old) }
-            pollHandle = nil
-            if canRead && events & Int32(POLLIN) == 0 { pollHandle = handle } else { fuse_pollhandle_destroy(handle) }
+        var drop: [OpaquePointer] = []
+        if let reading {
+            reading.withLock { state in
+                let readable = state.reader.isReadable()
+                if readable { events |= Int32(POLLIN | POLLRDNORM) }
+                guard let handle else { return }
+                if let old = state.pollHandle { drop.append(old) }
+                state.pollHandle = nil
+                if readable { drop.append(handle) } else { state.pollHandle = handle }
+            }
+        } else if let handle {
+            drop.append(handle)
         }
+        drop.forEach { fuse_pollhandle_destroy($0) }
         request.reply(poll: events)
     }
 
     // MARK: Writing
 
-    func write(_ request: Request, bytes: UnsafeRawBufferPointer) {
-        guard writer != nil else { request.reply(error: EBADF); return }
-        lock.lock()
-        defer { lock.unlock() }
-        // Writes keep their order: one that comes while others wait for room waits behind them.
-        if !parkedWrites.isEmpty || !tryWrite(request, bytes) {
-            if nonBlocking { return request.reply(error: EAGAIN) }
-            parkWrite(request, Array(bytes))
+    func write(_ request: Request, bytes: UnsafeRawBufferPointer, flags: Int32) {
+        guard let writing, let writer else { return request.reply(error: EBADF) }
+        let nonBlocking = flags & O_NONBLOCK != 0
+        let (answer, awaitRoom) = writing.withLock { state -> (Answer?, Bool) in
+            // Writes keep their order: one that comes while others wait for room waits behind them.
+            if state.parked.isEmpty, let answer = tryWrite(&state, writer, bytes) { return (answer, false) }
+            if nonBlocking { return (.error(EAGAIN), false) }
+            state.parked.append(ParkedWrite(request: request, bytes: Array(bytes),
+                                            token: interrupts.watch(request, for: self),
+                                            deadline: .now() + OpenPipe.roomTimeout))
+            return (nil, claimRoomWait(&state))
+        }
+        answer?.send(request)
+        if awaitRoom { writer.whenRoom { [weak self] in self?.retryParkedWrites() } }
+    }
+
+    /// Frames and pushes one write. Returns its answer, or nil, having changed nothing, when the store has
+    /// no room for it now. Called under the writing lock: the push neither waits on the network nor tells
+    /// observers (see `PipeWriter.push`), so holding the lock across it calls nothing out.
+    private func tryWrite(_ state: inout WriteState, _ writer: PipeWriter, _ bytes: UnsafeRawBufferPointer) -> Answer? {
+        let before = state.framer
+        do {
+            let messages = try state.framer.frame(bytes)
+            if !messages.isEmpty { try writer.push(messages) }
+            state.accepted += Int64(bytes.count)
+            return .written(bytes.count)
+        } catch PipeError.full {
+            state.framer = before
+            return nil
+        } catch {
+            state.framer = before
+            if let refused = error as? LineFramer.MessageTooLarge { state.framer.abandon(refused) }
+            let code = errno(for: error)
+            if state.refusal == nil { state.refusal = code }
+            logger.error("refused a write; its fsync and close will fail too",
+                         metadata: ["pipe": "\(log.name)", "bytes": "\(bytes.count)", "errno": "\(errnoName(code))",
+                                    "error": "\(error)"])
+            return .error(code)
         }
     }
 
-    /// Frames and pushes one write and answers it. Returns false, having answered nothing and changed
-    /// nothing, when the store has no room for it now. Called with the lock held.
-    private func tryWrite(_ request: Request, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard let writer else { request.reply(error: EBADF); return true }
-        if deferredFailure != nil {
-            // An earlier write of this handle was not stored: refuse the rest rather than store a gap.
-            request.reply(error: EIO)
-            return true
-        }
-        let before = framer
-        var answered = false
-        do {
-            let messages = try framer.frame(bytes)
-            if !messages.isEmpty {
-                // The store may accept the messages before writing them: the writer goes on meanwhile, and the
-                // next write on this handle waits for our lock, so order is kept.
-                try writer.push(messages) {
-                    request.reply(written: bytes.count)
-                    answered = true
-                }
-            }
-            if !answered { request.reply(written: bytes.count) }
-        } catch PipeError.full where !answered {
-            framer = before
-            return false
-        } catch where answered {
-            logger.error("pipe \(log.name): storing an accepted write of \(bytes.count) bytes failed, close() will report it: \(error)")
-            if deferredFailure == nil { deferredFailure = error }
-        } catch {
-            framer = before
-            if let refused = error as? LineFramer.MessageTooLarge { framer.abandon(refused) }
-            let code = errno(for: error)
-            logger.error("pipe \(log.name): refused a write of \(bytes.count) bytes: \(error)")
-            request.reply(error: code)
-        }
+    /// Whether the caller must ask the writer for a callback once there is room (once for all parked writes).
+    private func claimRoomWait(_ state: inout WriteState) -> Bool {
+        guard !state.waitingForRoom else { return false }
+        state.waitingForRoom = true
         return true
     }
 
-    /// Holds a write until the store has room (never on a FUSE thread); a signal answers it with EINTR, and
-    /// then nothing of it was stored. Called with the lock held.
-    private func parkWrite(_ request: Request, _ bytes: [UInt8]) {
-        parkedWrites.append((request, bytes, interrupts.watch(request, for: self), .now() + OpenPipe.roomTimeout))
-        awaitRoom()
-    }
-
-    /// Asks the writer to call back once there may be room, once for all parked writes. Lock held.
-    private func awaitRoom() {
-        guard !waitingForRoom, let writer else { return }
-        waitingForRoom = true
-        writer.whenRoom { [weak self] in self?.retryParkedWrites() }
-    }
-
     private func retryParkedWrites() {
-        lock.lock()
-        defer { lock.unlock() }
-        waitingForRoom = false
-        while let first = parkedWrites.first {
-            if !first.bytes.withUnsafeBytes({ tryWrite(first.request, $0) }) {
-                guard DispatchTime.now() >= first.deadline else { break }
-                logger.error("pipe \(log.name): a write of \(first.bytes.count) bytes found no room in the queue to the brokers for \(Int(OpenPipe.roomTimeout)) s; refused (EIO)")
-                first.request.reply(error: EIO)
+        guard let writing, let writer else { return }
+        let (answers, awaitRoom) = writing.withLock { state -> ([(ParkedWrite, Answer)], Bool) in
+            state.waitingForRoom = false
+            var answers: [(ParkedWrite, Answer)] = []
+            while let first = state.parked.first {
+                var answer = first.bytes.withUnsafeBytes { tryWrite(&state, writer, $0) }
+                if answer == nil {
+                    guard DispatchTime.now() >= first.deadline else { break }
+                    logger.error("a write found no room in the queue to the brokers; refused (EIO)",
+                                 metadata: ["pipe": "\(log.name)", "bytes": "\(first.bytes.count)",
+                                            "waited_s": "\(Int(OpenPipe.roomTimeout))"])
+                    if state.refusal == nil { state.refusal = EIO }
+                    answer = .error(EIO)
+                }
+                answers.append((state.parked.removeFirst(), answer!))
             }
-            parkedWrites.removeFirst()
-            interrupts.unregister(first.token)
+            return (answers, !state.parked.isEmpty && claimRoomWait(&state))
         }
-        if !parkedWrites.isEmpty { awaitRoom() }
+        for (parked, answer) in answers {
+            interrupts.unregister(parked.token)
+            answer.send(parked.request)
+        }
+        if awaitRoom { writer.whenRoom { [weak self] in self?.retryParkedWrites() } }
     }
 
     /// close() and fsync(): the partial last line becomes a message, and the reply waits (parked in the
-    /// writer's completion) until every message of this handle is durable.
+    /// writer's completion) until every message of this handle is durable. A handle that had a write
+    /// refused fails with that write's errno.
     func flush(_ request: Request) {
-        guard let writer else { request.replyOK(); return }
+        guard let writing, let writer else { return request.replyOK() }
         let name = log.name
         let logger = self.logger
         // The wait may be long (brokers away): a signal ends it with EINTR, and the messages stay on their way.
         let pending = PendingReply(request, interrupts: interrupts) {
-            logger.notice("pipe \(name): close or fsync interrupted before its messages were durable; they are still on their way")
+            logger.notice("close or fsync interrupted before its messages were durable; they are still on their way",
+                          metadata: ["pipe": "\(name)"])
         }
-        lock.lock()
-        let last = framer.finish()
-        let earlier = deferredFailure
-        OpenPipe.pushLastLine(last, to: writer) { [self] error in
+        let (last, refusal) = writing.withLock { state in (state.framer.finish(), state.refusal) }
+        OpenPipe.pushLastLine(last, to: writer) { error in
             if let error {
-                logger.error("pipe \(name): could not store the last line at close: \(error)")
-                let code = errno(for: error)
+                logger.error("could not store the last line at close", metadata: ["pipe": "\(name)", "error": "\(error)"])
+                let code = OpenPipe.errnoCode(for: error)
                 return pending.answer { $0.reply(error: code) }
             }
             writer.flush { error in
-                if let error = error ?? earlier {
-                    logger.error("pipe \(name): messages not made durable: \(error)")
+                if let error {
+                    logger.error("messages not made durable", metadata: ["pipe": "\(name)", "error": "\(error)"])
                     pending.answer { $0.reply(error: EIO) }
+                } else if let refusal {
+                    pending.answer { $0.reply(error: refusal) }
                 } else {
                     pending.answer { $0.replyOK() }
                 }
             }
         }
-        lock.unlock()
     }
 
     /// Pushes a handle's unterminated last line (at close), then calls `then`; while the store has no room it
@@ -281,20 +309,21 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
     /// The handle is gone: stop observing and drop a pending poll. No read can be parked: the kernel waits
     /// for outstanding reads before it releases a file.
     func release() {
-        lock.lock()
         if let observer { log.removeObserver(observer) }
-        observer = nil
-        if let ph = pollHandle { fuse_pollhandle_destroy(ph) }
-        pollHandle = nil
-        let leftovers = parked
-        parked = []
-        let last = framer.finish()
-        if let last, let writer { OpenPipe.pushLastLine(last, to: writer) { _ in writer.flush { _ in } } }
-        lock.unlock()
+        let (leftovers, poll) = reading?.withLock { state -> ([ParkedRead], OpaquePointer?) in
+            defer { state.parked = []; state.pollHandle = nil }
+            return (state.parked, state.pollHandle)
+        } ?? ([], nil)
+        if let poll { fuse_pollhandle_destroy(poll) }
+        if let writing, let writer, let last = writing.withLock({ $0.framer.finish() }) {
+            OpenPipe.pushLastLine(last, to: writer) { _ in writer.flush { _ in } }
+        }
         for p in leftovers { interrupts.unregister(p.token); p.request.reply(error: EINTR) }
     }
 
-    private func errno(for error: Error) -> Int32 {
+    private func errno(for error: Error) -> Int32 { OpenPipe.errnoCode(for: error) }
+
+    static func errnoCode(for error: Error) -> Int32 {
         switch error {
         case is LineFramer.MessageTooLarge: return EMSGSIZE
         case let e as PipeError:
@@ -309,40 +338,17 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
     }
 }
 
-/// Maps the small integers given to libfuse as interrupt data back to what waits (a handle's parked read, a
-/// pending reply). libfuse may call the interrupt function just after the request was answered, so it must
-/// not carry a pointer that could dangle.
-final class InterruptTable: @unchecked Sendable {
-    private let lock = NSLock()
-    private var next: UInt64 = 1
-    private var handles: [UInt64: Interruptible] = [:]
-    private let queue = DispatchQueue(label: "dnpipes.interrupts")
-
-    /// Hands an interrupt of `request` to `handle` from now on, and returns the token it will carry. libfuse
-    /// calls the interrupt function at once if the request was already interrupted; that function only
-    /// schedules work, so the caller may hold its own lock here.
-    func watch(_ request: Request, for handle: Interruptible) -> UInt64 {
-        lock.lock()
-        next += 1
-        let token = next
-        handles[token] = handle
-        lock.unlock()
-        fuse_req_interrupt_func(request.raw, interruptCallback, UnsafeMutableRawPointer(bitPattern: UInt(token)))
-        return token
-    }
-
-    func unregister(_ token: UInt64) {
-        lock.lock(); defer { lock.unlock() }
-        handles[token] = nil
-    }
-
-    /// Called by libfuse with its request lock held: only schedule the answer.
-    func interrupted(_ token: UInt64) {
-        queue.async { [self] in
-            lock.lock()
-            let handle = handles[token]
-            lock.unlock()
-            handle?.interrupt(token: token)
-        }
+/// The symbolic name of an errno, for log lines (`EMSGSIZE`, not "Message too long" alone).
+func errnoName(_ code: Int32) -> String {
+    switch code {
+    case EMSGSIZE: return "EMSGSIZE"
+    case EIO: return "EIO"
+    case ENOENT: return "ENOENT"
+    case EINVAL: return "EINVAL"
+    case EAGAIN: return "EAGAIN"
+    case EINTR: return "EINTR"
+    case EPERM: return "EPERM"
+    case EACCES: return "EACCES"
+    default: return "errno \(code)"
     }
 }

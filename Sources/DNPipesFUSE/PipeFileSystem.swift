@@ -44,9 +44,14 @@ public final class PipeFileSystem: @unchecked Sendable {
                    timeout: options.cacheSeconds)
     }
 
-    private func pipeAttributes(_ name: PipeName, view: Inodes.View) -> Attributes {
-        Attributes(ino: inodes.ino(of: name, view: view), mode: S_IFREG | (view == .pipe ? 0o644 : 0o444),
-                   uid: owner.uid, gid: owner.gid, time: mountTime, timeout: options.cacheSeconds)
+    /// A pipe's size is its stream's (what a reader from the oldest message gets) and its times are those of
+    /// its last push, as far as this mount knows: from its open log, or nothing yet (size 0, the mount's time)
+    /// for a pipe no one here has opened. The kernel may not cache them: they change with every push.
+    private func pipeAttributes(_ name: PipeName, view: Inodes.View, extent: StreamExtent? = nil) -> Attributes {
+        let extent = extent ?? store.openedLog(name)?.streamExtent()
+        return Attributes(ino: inodes.ino(of: name, view: view), mode: S_IFREG | (view == .pipe ? 0o644 : 0o444),
+                          uid: owner.uid, gid: owner.gid, time: extent?.lastPush ?? mountTime,
+                          timeout: options.cacheSeconds, size: extent?.size ?? 0, attributeTimeout: 0)
     }
 
     private func attributes(_ ino: UInt64) -> Attributes? {
@@ -105,7 +110,27 @@ public final class PipeFileSystem: @unchecked Sendable {
         }
     }
 
+    /// A pipe whose log is not open yet is opened on the work queue (the embedded store reads its segments
+    /// then), so that its size and mtime are true from the first stat.
+    /// A log whose size lags this mount's own acknowledged pushes (Kafka counts what it fetches) is given a
+    /// moment to catch up, parked, so that `stat` after a push shows it.
     func getattr(_ request: Request, ino: UInt64) {
+        if case .pipe(let name, let view) = inodes.node(ino), store.contains(name),
+           store.openedLog(name).map({ $0.isSettling }) ?? true {
+            let pending = PendingReply(request, interrupts: interrupts)
+            work.async { [self] in
+                do {
+                    guard let log = try store.open(name) else { return pending.answer { $0.reply(error: ENOENT) } }
+                    log.settle {
+                        pending.answer { $0.reply(attributes: self.pipeAttributes(name, view: view, extent: log.streamExtent())) }
+                    }
+                } catch {
+                    logger.error("opening pipe failed", metadata: ["pipe": "\(name)", "op": "getattr", "error": "\(error)"])
+                    pending.answer { $0.reply(error: EIO) }
+                }
+            }
+            return
+        }
         guard let attrs = attributes(ino) else { return request.reply(error: ENOENT) }
         request.reply(attributes: attrs)
     }
@@ -200,10 +225,16 @@ public final class PipeFileSystem: @unchecked Sendable {
         }
     }
 
-    /// `truncate -s 0` resets a pipe; any other size is refused. Mode, owner and time changes: times are
-    /// accepted (touch), a mode equal to the current one is accepted, anything else is refused.
+    /// `truncate -s 0` resets a pipe; any other size is refused. A pipe's times are those of its last push:
+    /// `touch` (the current time) is accepted and changes nothing, so scripts that touch a pipe go on; a
+    /// given time (`touch -d`) is refused. A mode equal to the current one is accepted, any other refused.
     func setattr(_ request: Request, ino: UInt64, attr: stat, toSet: Int32) {
         guard let current = attributes(ino) else { return request.reply(error: ENOENT) }
+        let explicitTime = (toSet & FUSE_SET_ATTR_MTIME != 0 && toSet & FUSE_SET_ATTR_MTIME_NOW == 0)
+            || (toSet & FUSE_SET_ATTR_ATIME != 0 && toSet & FUSE_SET_ATTR_ATIME_NOW == 0)
+        if explicitTime, case .pipe = inodes.node(ino) {
+            return refuse(request, EPERM, "setting the times of a pipe refused: they are the times of its pushes")
+        }
         if toSet & FUSE_SET_ATTR_MODE != 0 && attr.st_mode & 0o7777 != current.mode & 0o7777 {
             return refuse(request, EPERM, "chmod \(String(attr.st_mode & 0o7777, radix: 8)) refused: pipe modes are fixed")
         }
@@ -231,7 +262,7 @@ public final class PipeFileSystem: @unchecked Sendable {
                         pending.answer { $0.reply(error: EIO) }
                     } else {
                         logger.info("reset pipe \(name)")
-                        pending.answer { $0.reply(attributes: current) }
+                        pending.answer { $0.reply(attributes: self.pipeAttributes(name, view: view, extent: log.streamExtent())) }
                     }
                 }
             } catch {

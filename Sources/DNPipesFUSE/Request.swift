@@ -16,19 +16,19 @@ struct Request: @unchecked Sendable {
     }
     func reply(attributes: Attributes) {
         var st = attributes.stat()
-        fuse_reply_attr(raw, &st, attributes.timeout)
+        fuse_reply_attr(raw, &st, attributes.attributeTimeout ?? attributes.timeout)
     }
-    func reply(open fh: UInt64, stream: Bool = true) {
+    func reply(open fh: UInt64) {
         var fi = fuse_file_info()
         dnp_fi_set_fh(&fi, fh)
-        if stream { dnp_fi_set_stream(&fi) }
+        dnp_fi_set_pipe(&fi)
         fuse_reply_open(raw, &fi)
     }
     func reply(create entry: Attributes, fh: UInt64) {
         var e = entry.entryParam()
         var fi = fuse_file_info()
         dnp_fi_set_fh(&fi, fh)
-        dnp_fi_set_stream(&fi)
+        dnp_fi_set_pipe(&fi)
         fuse_reply_create(raw, &e, &fi)
     }
     func reply(data: [UInt8]) {
@@ -47,6 +47,21 @@ struct Request: @unchecked Sendable {
     }
 }
 
+/// A reply decided under a lock, sent once the lock is released.
+enum Answer: Equatable {
+    case data([UInt8])
+    case written(Int)
+    case error(Int32)
+
+    func send(_ request: Request) {
+        switch self {
+        case .data(let bytes): request.reply(data: bytes)
+        case .written(let count): request.reply(written: count)
+        case .error(let code): request.reply(error: code)
+        }
+    }
+}
+
 /// What the kernel is told about a node.
 struct Attributes {
     var ino: UInt64
@@ -57,6 +72,11 @@ struct Attributes {
     var time: timespec
     /// How long the kernel may cache the entry and attributes, in seconds.
     var timeout: Double
+    /// A pipe's size: the bytes a reader from its oldest message gets (see `StreamIndex`).
+    var size: Int64 = 0
+    /// How long the kernel may cache the attributes, when not as long as the entry: a pipe's size and mtime
+    /// change with every push, here or on another host.
+    var attributeTimeout: Double?
 
     /// Equal to max_write (see dnp_conn_setup).
     static let preferredIOSize = 1 << 20
@@ -68,7 +88,8 @@ struct Attributes {
         st.st_nlink = UInt(nlink)
         st.st_uid = uid
         st.st_gid = gid
-        st.st_size = 0
+        st.st_size = off_t(size)
+        st.st_blocks = blkcnt_t((size + 511) / 512)
         // The preferred I/O size: programs that size their buffers by it (cat, cp, dd without bs) then read
         // and write 1 MiB at a time, the largest FUSE request, instead of 64 or 128 KiB.
         st.st_blksize = Attributes.preferredIOSize
@@ -83,7 +104,7 @@ struct Attributes {
         e.ino = ino
         e.generation = 1
         e.attr = stat()
-        e.attr_timeout = timeout
+        e.attr_timeout = attributeTimeout ?? timeout
         e.entry_timeout = timeout
         return e
     }
