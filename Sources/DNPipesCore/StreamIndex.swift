@@ -98,10 +98,16 @@ public struct StreamExtent: @unchecked Sendable {
         self.lastPush = lastPush
     }
 
-    /// The current time, for a push made now.
+    /// The current time, for a push made now: the kernel's coarse clock, which stamps local files, so that
+    /// a pipe pushed to after a file was touched is newer than it (`find -newer`, `make`), never older by
+    /// the few milliseconds the precise clock runs ahead.
     public static func now() -> timespec {
         var t = timespec()
+        #if os(Linux)
+        clock_gettime(CLOCK_REALTIME_COARSE, &t)
+        #else
         clock_gettime(CLOCK_REALTIME, &t)
+        #endif
         return t
     }
 }
