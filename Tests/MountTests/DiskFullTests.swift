@@ -1,7 +1,8 @@
 import XCTest
 
-/// The embedded store's disk fills up under a writer: the writer is told (EIO at a later write or at close,
-/// with a log line), only whole messages are stored, in order, and the mount goes on serving.
+/// The embedded store's disk fills up under a writer: the writer is told (EIO at the write that found no
+/// room, and again at its close, with a log line naming the pipe and the cause), only whole messages are
+/// stored, in order, and the mount goes on serving.
 final class DiskFullTests: MountTestCase {
     override var mountsInSetUp: Bool { false }
     /// The log lives off the full disk.
@@ -39,7 +40,7 @@ final class DiskFullTests: MountTestCase {
         PY
         """, timeout: 60)
         XCTAssertTrue(out.contains("Input/output error"), "the writer must learn that its messages were not stored: \(out)")
-        XCTAssertTrue(log.contains("failed") && log.contains("pipe p"), log)
+        XCTAssertTrue(log.contains("pipe=p") && log.contains("No space left on device"), log)
 
         // What is stored is whole messages 0, 1, 2, ... with nothing torn.
         let check = ok("""

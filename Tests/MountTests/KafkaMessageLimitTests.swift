@@ -9,7 +9,7 @@ final class KafkaMessageLimitTests: MountTestCase {
 
     func testALineOverKafkasLimitIsRefusedAndNothingOfTheWriteIsStored() {
         ok("echo before > p")
-        XCTAssertEqual(writeEach([#"b"small\n" + b"y" * 3000 + b"\n""#]), "EMSGSIZE\n")
+        XCTAssertEqual(writeEach([#"b"small\n" + b"y" * 3000 + b"\n""#]), "EMSGSIZE\nclose: EMSGSIZE\n")
         ok("echo after > p")
         XCTAssertEqual(ok("cat .drain/p", timeout: 30), "before\nafter\n")
         XCTAssertTrue(log.contains("message of 3000 bytes exceeds the limit of 2000 bytes"), log)

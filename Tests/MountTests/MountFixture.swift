@@ -122,7 +122,7 @@ class MountTestCase: XCTestCase {
     }
 
     /// Writes each chunk (a Python bytes expression) with one write() on one handle of `pipe`, and returns a
-    /// line per chunk: "accepted" or the name of the errno the write got.
+    /// line per chunk: "accepted" or the name of the errno the write got; then "close: " and what close() said.
     func writeEach(_ chunks: [String], to pipe: String = "p", file: StaticString = #filePath, line: UInt = #line) -> String {
         ok("""
         python3 - <<'PY'
@@ -133,7 +133,10 @@ class MountTestCase: XCTestCase {
                 os.write(fd, data); print("accepted")
             except OSError as e:
                 print(errno.errorcode[e.errno])
-        os.close(fd)
+        try:
+            os.close(fd); print("close: ok")
+        except OSError as e:
+            print("close: " + errno.errorcode[e.errno])
         PY
         """, timeout: 30, file: file, line: line)
     }
