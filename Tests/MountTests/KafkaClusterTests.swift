@@ -12,6 +12,19 @@ final class KafkaClusterTests: TwoHostTestCase {
         eventually("! ls \"$ROOT/mnt2\" | grep -qx made-on-a")
     }
 
+    /// Only Kafka's own topics (two underscores) are hidden, and the same rule refuses to make them: a name
+    /// with one underscore is an ordinary pipe, listed on every host.
+    func testOnlyDoubleUnderscoreNamesAreKafkasOwn() {
+        ok("mkfifo _single; echo one > _single")
+        eventually("ls \"$ROOT/mnt2\" | grep -qx _single")
+        XCTAssertEqual(ok("cat \"$ROOT/mnt2/.drain/_single\""), "one\n")
+        let r = sh("mkfifo __own 2>&1")
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stdout.contains("Invalid argument"), r.stdout)
+        XCTAssertTrue(log.contains("Kafka's internal topics"), log)
+        XCTAssertEqual(ok("ls"), "_single\n")
+    }
+
     /// A pipe deleted while readers on both hosts have it open: both readers reach end-of-file and both
     /// daemons serve on, again and again (the consumers of both were fetching the topic as it went away).
     func testPipeDeletedWhileBothHostsReadIt() {
