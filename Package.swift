@@ -51,5 +51,5 @@ let package = Package(
         // Drives the real binary on real FUSE mounts from a shell.
         .testTarget(name: "MountTests", dependencies: ["DNPipesCore", "DNPipesTestSupport"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -16,7 +16,7 @@ enum KafkaHandle {
             if rd_kafka_conf_set(conf, key, value, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
                 rd_kafka_conf_destroy(conf)
                 let shown = KafkaConfiguration.isSecret(key) ? "<redacted>" : value
-                throw Failure(description: "Kafka setting \(key)=\(shown): \(String(cString: errstr))")
+                throw Failure(description: "Kafka setting \(key)=\(shown): \(text(of: errstr))")
             }
         }
         for (key, value) in configuration.properties where KafkaConfiguration.isSecret(key) && !value.isEmpty {
@@ -25,7 +25,7 @@ enum KafkaHandle {
         rd_kafka_conf_set_log_cb(conf, kafkaLogLine)
         configure?(conf)
         guard let rk = rd_kafka_new(type, conf, &errstr, errstr.count) else {
-            throw Failure(description: "cannot create a Kafka client: \(String(cString: errstr))")
+            throw Failure(description: "cannot create a Kafka client: \(text(of: errstr))")
         }
         return rk
     }
@@ -80,4 +80,9 @@ private let kafkaLogLine: @convention(c) (OpaquePointer?, Int32, UnsafePointer<C
     let text = KafkaLog.redact(buf.map { String(cString: $0) } ?? "")
     let line = "%\(level)|\(facility.map { String(cString: $0) } ?? "")|\(name)| \(text)\n"
     FileHandle.standardError.write(Data(line.utf8))
+}
+
+/// The text in a NUL-terminated C buffer (librdkafka's error strings).
+func text(of buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -61,7 +61,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         return running
     }
 
-    private func start(_ name: String, _ body: @escaping () -> Void) {
+    private func start(_ name: String, _ body: @escaping @Sendable () -> Void) {
         stopped.enter()
         let t = Thread { [stopped] in body(); stopped.leave() }
         t.name = name
@@ -215,7 +215,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private func createTopic(_ topic: String, replication: Int32) throws -> rd_kafka_resp_err_t {
         var errstr = [CChar](repeating: 0, count: 512)
         guard let newTopic = rd_kafka_NewTopic_new(topic, 1, replication, &errstr, errstr.count) else {
-            throw PipeError.io("topic \(topic): \(String(cString: errstr))")
+            throw PipeError.io("topic \(topic): \(text(of: errstr))")
         }
         defer { rd_kafka_NewTopic_destroy(newTopic) }
         var topics: [OpaquePointer?] = [newTopic]

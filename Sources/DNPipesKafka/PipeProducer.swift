@@ -121,7 +121,7 @@ final class PipeProducer: @unchecked Sendable {
         let fatal = rd_kafka_fatal_error(current, &errstr, errstr.count)
         let fenced = deliveries.takeFenced()
         guard fatal != RD_KAFKA_RESP_ERR_NO_ERROR || fenced else { return }
-        let why = fatal != RD_KAFKA_RESP_ERR_NO_ERROR ? String(cString: errstr) : "the brokers fenced its producer epoch"
+        let why = fatal != RD_KAFKA_RESP_ERR_NO_ERROR ? text(of: errstr) : "the brokers fenced its producer epoch"
         logger.warning("Kafka producer failed for good (\(why)); starting a new one")
         guard let fresh = try? PipeProducer.makeHandle(configuration) else {
             logger.error("cannot start a new Kafka producer; pushes will fail")

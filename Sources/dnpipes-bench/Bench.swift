@@ -124,7 +124,8 @@ struct Reader: ParsableCommand {
 final class Teardown: @unchecked Sendable {
     private let lock = NSLock()
     private var steps: [() -> Void] = []
-    private static var sources: [DispatchSourceSignal] = []
+    /// Set once, from the main thread, before any signal can arrive.
+    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
 
     func add(_ step: @escaping () -> Void) {
         lock.lock(); steps.append(step); lock.unlock()

@@ -113,7 +113,7 @@ func readLines(path: String, count: Int) -> Int32 {
         }
     }
     print("ok")
-    fflush(stdout)
+    fflush(nil)
     var byte: UInt8 = 0
     while read(0, &byte, 1) > 0 {}
     close(fd)

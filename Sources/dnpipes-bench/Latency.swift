@@ -1,3 +1,4 @@
+import DNPipesTestSupport
 import CRdKafka
 import Foundation
 #if canImport(Glibc)
@@ -105,9 +106,9 @@ final class ClientRoundTrip {
         let conf = rd_kafka_conf_new()
         var errstr = [CChar](repeating: 0, count: 512)
         for (k, v) in settings where rd_kafka_conf_set(conf, k, v, &errstr, errstr.count) != RD_KAFKA_CONF_OK {
-            throw BenchError("librdkafka \(k)=\(v): \(String(cString: errstr))")
+            throw BenchError("librdkafka \(k)=\(v): \(text(of: errstr))")
         }
-        guard let rk = rd_kafka_new(type, conf, &errstr, errstr.count) else { throw BenchError(String(cString: errstr)) }
+        guard let rk = rd_kafka_new(type, conf, &errstr, errstr.count) else { throw BenchError(text(of: errstr)) }
         return rk
     }
 

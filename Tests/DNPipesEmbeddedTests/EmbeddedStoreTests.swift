@@ -272,7 +272,7 @@ final class EmbeddedStoreTests: StoreTestCase {
         XCTAssertThrowsError(try writer.push([bytes("b")])) { XCTAssertEqual($0 as? PipeError, .removed(name("p"))) }
         let done = expectation(description: "reset of a removed pipe")
         log.reset { error in
-            XCTAssertEqual(error as? PipeError, .removed(self.name("p")))
+            XCTAssertEqual(error as? PipeError, .removed(try! PipeName(validating: "p")))
             done.fulfill()
         }
         wait(for: [done], timeout: 5)

@@ -32,3 +32,8 @@ private func loopback(port: Int) -> sockaddr_in {
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
     return addr
 }
+
+/// The text in a NUL-terminated C buffer (mkdtemp's result, librdkafka's error strings).
+public func text(of buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

@@ -1,3 +1,4 @@
+import DNPipesTestSupport
 import Foundation
 import XCTest
 
@@ -15,7 +16,7 @@ final class ExampleTests: XCTestCase {
             XCTFail("mkdtemp failed", file: file, line: line)
             return (ShellResult(status: -1, stdout: "", stderr: ""), 0)
         }
-        let tmp = String(cString: template)
+        let tmp = text(of: template)
         defer { try? FileManager.default.removeItem(atPath: tmp) }
         let start = Date()
         let r = shell(quote(examples + "/" + name + "/run"), cwd: repositoryRoot,

@@ -5,7 +5,8 @@ import XCTest
 /// A real Kafka-protocol broker (tansu, memory storage) on a free loopback port, started once for the test
 /// run and stopped when the test process exits. Its lifetime is bounded by `timeout` even if that exit is
 /// missed.
-final class KafkaBroker {
+/// Sendable: every stored property is a constant set in `init`, and `Process` is only read after it started.
+final class KafkaBroker: @unchecked Sendable {
     static let shared = KafkaBroker()
 
     let port: Int
@@ -56,7 +57,9 @@ final class KafkaBroker {
     }
 }
 
-private var brokerPID: pid_t = 0
+/// Written once, when the broker starts (the first test to need it), before the `atexit` handler that
+/// reads it can run.
+nonisolated(unsafe) private var brokerPID: pid_t = 0
 
 func findExecutable(_ name: String) -> String? {
     for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin").split(separator: ":") {

@@ -1,3 +1,4 @@
+import DNPipesTestSupport
 import Foundation
 import XCTest
 
@@ -36,7 +37,7 @@ class MountTestCase: XCTestCase {
         let template = NSTemporaryDirectory() + "dnpipes-test-XXXXXX"
         var buffer = Array(template.utf8CString)
         guard mkdtemp(&buffer) != nil else { throw XCTSkip("mkdtemp failed") }
-        root = String(cString: buffer)
+        root = text(of: buffer)
         try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         if isKafka {

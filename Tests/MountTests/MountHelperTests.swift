@@ -36,7 +36,7 @@ final class MountHelperTests: MountTestCase {
     override func tearDownWithError() throws {
         try super.tearDownWithError()
         if let previousHelper {
-            FileManager.default.createFile(atPath: Self.installedHelper, contents: previousHelper.data,
+            _ = FileManager.default.createFile(atPath: Self.installedHelper, contents: previousHelper.data,
                                            attributes: [.posixPermissions: previousHelper.mode])
         } else {
             try? FileManager.default.removeItem(atPath: Self.installedHelper)
