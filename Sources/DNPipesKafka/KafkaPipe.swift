@@ -135,17 +135,38 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         let counting = streams
         lock.unlock()
         counting.forEach { $0.retainForReaders() }
-        DispatchQueue.global().async { [self] in
-            if startStream { store.startStream(self) }
+        started(startStream) { [self] in
             // Until each stream's first fetch answers, the end of the pipe is unknown.
-            if !waitUntilCaughtUp(timeout: store.configuration.connectTimeout) {
-                store.logger.warning("pipe \(name): no answer from the Kafka brokers \(store.configuration.brokers) yet; its reader waits")
-                return once.run()
+            whenCaughtUp(timeout: store.configuration.connectTimeout) { [self] caughtUp in
+                if !caughtUp {
+                    store.logger.warning("pipe \(name): no answer from the Kafka brokers \(store.configuration.brokers) yet; its reader waits")
+                    return once.run()
+                }
+                // A stream that starts now starts from the cluster's own record of the last reset, and its first
+                // fetch brought the end: nothing more to wait for. A running one may lag by one fetch.
+                if startStream { once.run() } else { synchronizeWithCluster(once) }
             }
-            // A stream that starts now starts from the cluster's own record of the last reset, and its first
-            // fetch brought the end: nothing more to wait for. A running one may lag by one fetch.
-            if startStream { once.run() } else { synchronizeWithCluster(once) }
         }
+    }
+
+    /// Starts the streams if `start` (on the store's queue for that), then runs `then`.
+    private func started(_ start: Bool, then: @escaping @Sendable () -> Void) {
+        if start { store.startStream(self, then: then) } else { then() }
+    }
+
+    /// Calls `completion(true)` once every stream has reached the end of its partition once, or
+    /// `completion(false)` after `timeout` seconds; holds no thread meanwhile.
+    func whenCaughtUp(timeout: Double, completion: @escaping @Sendable (Bool) -> Void) {
+        let all = partitionStreams
+        let answered = LockedValue(false)
+        let finish: @Sendable (Bool) -> Void = { caughtUp in
+            if answered.withLock({ was in defer { was = true }; return !was }) { completion(caughtUp) }
+        }
+        let left = LockedValue(all.count)
+        for stream in all {
+            stream.whenCaughtUp { if left.withLock({ $0 -= 1; return $0 == 0 }) { finish(true) } }
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in finish(self?.isRemoved ?? true) }
     }
 
     private func synchronizeWithCluster(_ once: Once) {
@@ -192,13 +213,15 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         let startStream = !streamRequested
         streamRequested = true
         lock.unlock()
+        // However the brokers fare, a stat is answered within a few seconds, with what is known by then.
+        DispatchQueue.global().asyncAfter(deadline: .now() + 3) { once.run() }
         guard startStream || !isStreaming else {
             return whenStreamed(to: partitionStreams.map { ($0, $0.bounds().end) }, timeout: 1, once)
         }
-        DispatchQueue.global().async { [self] in
-            if startStream { store.startStream(self) }
-            _ = waitUntilCaughtUp(timeout: 2)
-            whenStreamed(to: partitionStreams.map { ($0, $0.bounds().end) }, timeout: 1, once)
+        started(startStream) { [self] in
+            whenCaughtUp(timeout: 2) { [self] _ in
+                whenStreamed(to: partitionStreams.map { ($0, $0.bounds().end) }, timeout: 1, once)
+            }
         }
     }
 
@@ -256,16 +279,6 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         lock.unlock()
         all.forEach { $0.close() }
         observers.notify()
-    }
-
-    /// Waits until every stream has reached the end of its partition once (not on a FUSE thread).
-    func waitUntilCaughtUp(timeout: Double) -> Bool {
-        let deadline = DispatchTime.now() + timeout
-        for stream in partitionStreams {
-            if isRemoved { return true }
-            if !stream.waitUntilCaughtUp(deadline: deadline) { return isRemoved }
-        }
-        return true
     }
 }
 

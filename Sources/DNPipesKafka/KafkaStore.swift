@@ -29,6 +29,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private var threads: [Thread] = []
     private let stopped = DispatchGroup()
     let adminQueue = DispatchQueue(label: "dnpipes.kafka.admin")
+    /// Where streams are started (see `startStream`).
+    private let streamStarts = DispatchQueue(label: "dnpipes.kafka.stream-starts")
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
         try KafkaHandle.checkVersion()
@@ -277,17 +279,19 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     /// Starts reading a pipe into its shared streams, one per partition, each where its last reset left it.
     /// Waits on the network (not on a FUSE thread): retries until the brokers answer, the pipe is deleted, or
     /// the mount stops.
-    func startStream(_ pipe: KafkaPipe) {
-        var warned = false
-        while isRunning && !pipe.isRemoved {
+    ///
+    /// Runs on its own serial queue, so that while the brokers are away the tries hold one thread, not one
+    /// per pipe; between tries it holds none. `then` runs once the stream started (or will not).
+    func startStream(_ pipe: KafkaPipe, warned: Bool = false, then: @escaping @Sendable () -> Void) {
+        streamStarts.async { [self] in
+            guard isRunning && !pipe.isRemoved else { return then() }
             do {
                 let count = consumer.learnLeaders(of: pipe.topic) ?? knownPartitionCount(of: pipe.topic)
                 try streamPartitions(of: pipe, count: count)
-                return
+                then()
             } catch {
                 if !warned { logger.warning("pipe \(pipe.name): cannot start reading yet, retrying: \(error)") }
-                warned = true
-                usleep(500_000)
+                streamStarts.asyncAfter(deadline: .now() + 0.5) { [self] in startStream(pipe, warned: true, then: then) }
             }
         }
     }

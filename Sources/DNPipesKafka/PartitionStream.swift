@@ -42,7 +42,7 @@ final class PartitionStream: @unchecked Sendable {
     private var caughtUp = false
     private var paused = false
     private var rewindTo: Int64?
-    private var caughtUpWaiters: [DispatchSemaphore] = []
+    private var caughtUpCallbacks: [@Sendable () -> Void] = []
     /// Where the stream starts: one past the partition's last reset when the first reader opened the pipe.
     private(set) var streamStart: Int64 = 0
     /// Byte positions of what the stream has delivered since the reset floor (see `StreamIndex`): a pipe's
@@ -234,11 +234,20 @@ final class PartitionStream: @unchecked Sendable {
         lowWatermark = max(lowWatermark, low)
         let first = !caughtUp
         caughtUp = true
-        let waiters = caughtUpWaiters
-        caughtUpWaiters = []
+        let callbacks = caughtUpCallbacks
+        caughtUpCallbacks = []
         lock.unlock()
-        waiters.forEach { $0.signal() }
+        callbacks.forEach { $0() }
         return first
+    }
+
+    /// Calls `callback` once the stream has reached the end of the partition once (at once if it has), or
+    /// is closed. Holds no thread meanwhile.
+    func whenCaughtUp(_ callback: @escaping @Sendable () -> Void) {
+        lock.lock()
+        if caughtUp { lock.unlock(); return callback() }
+        caughtUpCallbacks.append(callback)
+        lock.unlock()
     }
 
     /// Our own producer's acknowledgement: the end moves at once, before the consumer fetches the message.
@@ -328,24 +337,14 @@ final class PartitionStream: @unchecked Sendable {
     func close() {
         lock.lock()
         dropWindow()
-        let waiters = caughtUpWaiters
-        caughtUpWaiters = []
+        let callbacks = caughtUpCallbacks
+        caughtUpCallbacks = []
         lock.unlock()
-        waiters.forEach { $0.signal() }
+        callbacks.forEach { $0() }
     }
 
     /// Called with the lock held.
     private func dropWindow() {
         offsets = []; locations = []; chunks = []; releasedChunks = 0; totals = []; totalsBase = 0; head = 0
-    }
-
-    /// Waits until the stream has reached the end of the partition once (not on a FUSE thread).
-    func waitUntilCaughtUp(deadline: DispatchTime) -> Bool {
-        lock.lock()
-        if caughtUp { lock.unlock(); return true }
-        let s = DispatchSemaphore(value: 0)
-        caughtUpWaiters.append(s)
-        lock.unlock()
-        return s.wait(timeout: deadline) == .success
     }
 }
