@@ -74,7 +74,9 @@ func makeOperations() -> fuse_lowlevel_ops {
         }
         handle.poll(request, handle: ph)
     }
-    ops.readdir = { req, ino, size, off, _ in fs(req).readdir(Request(raw: req!), ino: ino, size: size, offset: Int(off)) }
+    ops.opendir = { req, ino, _ in fs(req).opendir(Request(raw: req!), ino: ino) }
+    ops.readdir = { req, _, size, off, fi in fs(req).readdir(Request(raw: req!), fh: dnp_fi_fh(fi), size: size, offset: Int(off)) }
+    ops.releasedir = { req, _, fi in fs(req).releasedir(Request(raw: req!), fh: dnp_fi_fh(fi)) }
     ops.statfs = { req, _ in fs(req).statfs(Request(raw: req!)) }
     return ops
 }

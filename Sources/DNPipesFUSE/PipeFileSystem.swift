@@ -137,9 +137,17 @@ public final class PipeFileSystem: @unchecked Sendable {
 
     func forget(_ ino: UInt64) { inodes.forget(ino) }
 
-    /// Lists pipes. The view directories are hidden from the root listing (like dot files they are there
-    /// for those who know), and list every pipe themselves.
-    func readdir(_ request: Request, ino: UInt64, size: Int, offset: Int) {
+    /// One directory entry: name, node id, type.
+    typealias Entry = (name: String, ino: UInt64, type: mode_t)
+
+    /// An open directory keeps the listing it had at `opendir` (as libfuse's passthrough_ll keeps its
+    /// directory stream), so a pipe made or deleted between two readdir batches is neither skipped nor
+    /// repeated: readdir's offsets are positions in that listing.
+    private let listings = LockedValue<(next: UInt64, open: [UInt64: [Entry]])>((0, [:]))
+
+    /// Opens a directory with its listing. The view directories are hidden from the root listing (like dot
+    /// files they are there for those who know), and list every pipe themselves.
+    func opendir(_ request: Request, ino: UInt64) {
         guard let node = inodes.node(ino) else { return request.reply(error: ENOENT) }
         let view: Inodes.View
         switch node {
@@ -149,11 +157,26 @@ public final class PipeFileSystem: @unchecked Sendable {
         }
         let pipes: [PipeName]
         do { pipes = try store.list() } catch {
-            logger.error("listing pipes failed: \(error)")
+            logger.error("listing pipes failed", metadata: ["op": "opendir", "error": "\(error)"])
             return request.reply(error: EIO)
         }
-        var entries: [(String, UInt64, mode_t)] = [(".", ino, S_IFDIR), ("..", Inodes.root, S_IFDIR)]
+        var entries: [Entry] = [(".", ino, S_IFDIR), ("..", Inodes.root, S_IFDIR)]
         for p in pipes { entries.append((p.value, inodes.ino(of: p, view: view), S_IFREG)) }
+        let fh = listings.withLock { state -> UInt64 in
+            state.next += 1
+            state.open[state.next] = entries
+            return state.next
+        }
+        request.reply(openDirectory: fh)
+    }
+
+    func releasedir(_ request: Request, fh: UInt64) {
+        listings.withLock { _ = $0.open.removeValue(forKey: fh) }
+        request.replyOK()
+    }
+
+    func readdir(_ request: Request, fh: UInt64, size: Int, offset: Int) {
+        guard let entries = listings.withLock({ $0.open[fh] }) else { return request.reply(error: EBADF) }
         var buffer = [UInt8](repeating: 0, count: size)
         var used = 0
         var index = offset
@@ -161,9 +184,9 @@ public final class PipeFileSystem: @unchecked Sendable {
             let base = UnsafeMutableRawPointer(buf.baseAddress!).assumingMemoryBound(to: CChar.self)
             while index < entries.count {
                 var st = stat()
-                st.st_ino = UInt(entries[index].1)
-                st.st_mode = entries[index].2
-                let n = fuse_add_direntry(request.raw, base + used, size - used, entries[index].0, &st, off_t(index + 1))
+                st.st_ino = UInt(entries[index].ino)
+                st.st_mode = entries[index].type
+                let n = fuse_add_direntry(request.raw, base + used, size - used, entries[index].name, &st, off_t(index + 1))
                 if n > size - used { break }
                 used += n
                 index += 1

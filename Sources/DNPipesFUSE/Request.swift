@@ -24,6 +24,11 @@ struct Request: @unchecked Sendable {
         dnp_fi_set_pipe(&fi)
         fuse_reply_open(raw, &fi)
     }
+    func reply(openDirectory fh: UInt64) {
+        var fi = fuse_file_info()
+        dnp_fi_set_fh(&fi, fh)
+        fuse_reply_open(raw, &fi)
+    }
     func reply(create entry: Attributes, fh: UInt64) {
         var e = entry.entryParam()
         var fi = fuse_file_info()

@@ -86,4 +86,26 @@ final class NamespaceTests: MountTestCase {
         XCTAssertEqual(ok("cat .drain/p"), "kept\n")
         ok("chmod 644 p && touch p")
     }
+
+    /// A listing read in several batches (glibc's readdir takes 32 KiB at a time, about 128 of these long
+    /// names) while a pipe that sorts first is made between two batches: every pipe is listed once, none
+    /// twice, as readdir promises for entries that exist the whole time.
+    func testAListingIsConsistentWhilePipesAreMade() {
+        let out = ok("""
+        python3 - \(maxNameLength - 4) <<'PY'
+        import os, sys
+        length = int(sys.argv[1])
+        names = ["n%03d" % i + "x" * (length - 4) for i in range(150)]
+        for n in names:
+            os.close(os.open(n, os.O_WRONLY | os.O_CREAT))
+        it = os.scandir(".")
+        seen = [next(it).name]
+        os.close(os.open("a" + "y" * (length - 1), os.O_WRONLY | os.O_CREAT))
+        seen += [e.name for e in it]
+        listed = [n for n in seen if n.startswith("n")]
+        print(len(listed), len(set(listed)), len(set(names) - set(listed)))
+        PY
+        """, timeout: 120)
+        XCTAssertEqual(out, "150 150 0\n")
+    }
 }
