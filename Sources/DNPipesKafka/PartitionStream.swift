@@ -42,6 +42,9 @@ final class PartitionStream: @unchecked Sendable {
     private var caughtUp = false
     private var paused = false
     private var rewindTo: Int64?
+    /// A rewind the consumer has taken but not yet made: until it is, the window's position is not where
+    /// the stream is going.
+    private var rewindPending = false
     private var caughtUpCallbacks: [@Sendable () -> Void] = []
     /// Where the stream starts: one past the partition's last reset when the first reader opened the pipe.
     private(set) var streamStart: Int64 = 0
@@ -62,10 +65,15 @@ final class PartitionStream: @unchecked Sendable {
     }
 
     /// Readers have come (see `retaining`).
+    /// A stream that was only counting holds none of what it delivered: it goes back to its floor for them.
     func retainForReaders() {
         lock.lock()
+        let wasCounting = !retaining
         retaining = true
+        let rewind = wasCounting && index != nil && windowStart > resetFloor
+        if rewind && (rewindTo ?? Int64.max) > resetFloor { rewindTo = resetFloor }
         lock.unlock()
+        if rewind { wakeConsumer() }
     }
 
     /// The stream only counts what it delivers until `retainForReaders`.
@@ -162,7 +170,7 @@ final class PartitionStream: @unchecked Sendable {
     /// Whether the stream has delivered everything below `offset` (or cannot go on until a reader makes room).
     func hasReached(_ offset: Int64) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        return position >= offset || paused
+        return (position >= offset && rewindTo == nil && !rewindPending) || paused
     }
 
     /// Raises the known end (a high watermark from the cluster).
@@ -320,12 +328,14 @@ final class PartitionStream: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         let r = rewindTo
         rewindTo = nil
+        if r != nil { rewindPending = true }
         return (r, !paused)
     }
 
     /// The consumer has moved the partition's fetch position to `offset`: the window starts anew there.
     func rewound(to offset: Int64) {
         lock.lock()
+        rewindPending = false
         dropWindow()
         windowStart = offset
         position = offset
