@@ -213,8 +213,9 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         let startStream = !streamRequested
         streamRequested = true
         lock.unlock()
-        // However the brokers fare, a stat is answered within a few seconds, with what is known by then.
-        DispatchQueue.global().asyncAfter(deadline: .now() + 3) { once.run() }
+        // However the brokers fare, a stat is answered within 0.8 s, with what is known by then (a
+        // healthy broker starts a stream and answers its first fetch in a fraction of that).
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.8) { once.run() }
         guard startStream || !isStreaming else {
             return whenStreamed(to: partitionStreams.map { ($0, $0.bounds().end) }, timeout: 1, once)
         }

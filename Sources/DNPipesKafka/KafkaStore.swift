@@ -21,6 +21,10 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private let lock = NSLock()
     private var names: Set<PipeName> = []
     private var createdAt: [PipeName: Date] = [:]
+    /// When a lookup on the brokers last went unanswered (see `lookUp`).
+    private var lookupsUnansweredAt: DispatchTime?
+    /// Pipes whose topic is being made on the brokers (see `create`).
+    private var creating: Set<PipeName> = []
     private var pipes: [PipeName: KafkaPipe] = [:]
     /// Partition counts from the latest metadata, by topic.
     private var partitionCounts: [String: Int] = [:]
@@ -29,6 +33,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private var threads: [Thread] = []
     private let stopped = DispatchGroup()
     let adminQueue = DispatchQueue(label: "dnpipes.kafka.admin")
+    /// Where topics are made, one after another (see `create`).
+    private let topicAdmin = DispatchQueue(label: "dnpipes.kafka.topics")
     /// Where streams are started (see `startStream`).
     private let streamStarts = DispatchQueue(label: "dnpipes.kafka.stream-starts")
 
@@ -117,8 +123,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             seen.insert(name)
         }
         lock.lock()
-        // Made here while the lock was let go.
+        // Made here while the lock was let go, or still being made on the brokers however long that takes.
         for name in createdAt.keys where graced[name] == nil { seen.insert(name) }
+        seen.formUnion(creating)
         let gone = pipes.filter { !seen.contains($0.key) }.map(\.value)
         names = seen
         for p in gone { pipes[p.name] = nil }
@@ -144,17 +151,37 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         return names.sorted()
     }
 
+    private func isBeingCreated(_ name: PipeName) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return creating.contains(name)
+    }
+
     public func contains(_ name: PipeName) -> Bool {
         lock.lock(); defer { lock.unlock() }
         return names.contains(name)
     }
 
     /// Asks the brokers about one topic when the cached names do not have it.
+    ///
+    /// Every create of a new name looks it up first, with the directory's lock held by the kernel: when the
+    /// brokers leave a lookup unanswered (1 s), the names it would ask about are answered from the cache for
+    /// the next two seconds, so that an outage costs one such wait, not one per name.
     public func lookUp(_ name: PipeName) -> Bool {
         if contains(name) { return true }
         let topicName = topic(for: name)
         guard pipeName(forTopic: topicName) == name else { return false }   // internal topics stay hidden
-        guard topicName.utf8.count <= PipeName.maxLength, topicExists(topicName) == true else { return false }
+        guard topicName.utf8.count <= PipeName.maxLength else { return false }
+        lock.lock()
+        let quiet = lookupsUnansweredAt.map { DispatchTime.now() < $0 + 2 } ?? false
+        lock.unlock()
+        if quiet { return false }
+        switch topicExists(topicName) {
+        case true?: break
+        case false?: return false
+        case nil:
+            lock.lock(); lookupsUnansweredAt = .now(); lock.unlock()
+            return false
+        }
         lock.lock()
         names.insert(name)
         createdAt[name] = Date()   // until every broker's metadata lists it
@@ -167,7 +194,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         guard let handle = rd_kafka_topic_new(admin, topicName, nil) else { return nil }
         defer { rd_kafka_topic_destroy(handle) }
         var md: UnsafePointer<rd_kafka_metadata>?
-        guard rd_kafka_metadata(admin, 0, handle, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return nil }
+        guard rd_kafka_metadata(admin, 0, handle, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return nil }
         defer { rd_kafka_metadata_destroy(md) }
         guard md.pointee.topic_cnt > 0 else { return nil }
         let t = md.pointee.topics[0]
@@ -185,33 +212,63 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         return pipes[name] != nil
     }
 
+    /// Creates a pipe: its name is valid and reserved here at once, and the topic is made on the brokers
+    /// in the background, in order with other creations. So `mkfifo` returns without waiting for the
+    /// brokers: while it waits the kernel holds the directory's lock, and with the brokers slow or away a
+    /// few creations would stall every `ls` and every lookup of a new name in the mount. Writes to the pipe
+    /// meanwhile wait in the producer's queue, and a close waits for them to be delivered, as always. If the
+    /// brokers refuse the topic, the log says why, the pipe goes away, and its writers' closes fail.
     @discardableResult
     public func create(_ name: PipeName) throws -> Bool {
-        if contains(name) { return false }
         if KafkaStore.isInternal(name.value) || KafkaStore.isInternal(topic(for: name)) {
             throw PipeError.invalidName("\(name): names starting with __ are Kafka's internal topics")
         }
         if topic(for: name).utf8.count > PipeName.maxLength {
             throw PipeError.invalidName("topic \(topic(for: name)) (the pipe name with the topic prefix) exceeds Kafka's \(PipeName.maxLength) characters")
         }
-        var err = try createTopic(topic(for: name), replication: -1)
-        if err == RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR || err == RD_KAFKA_RESP_ERR_INVALID_REQUEST
-            || err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION {
-            // Brokers before KIP-464 need an explicit replication factor.
-            err = try createTopic(topic(for: name), replication: 1)
-        }
-        let created: Bool
-        switch err {
-        case RD_KAFKA_RESP_ERR_NO_ERROR: created = true
-        case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS: created = false
-        default: throw PipeError.unavailable("creating topic \(topic(for: name)) failed: \(KafkaHandle.describe(err))")
+        lock.lock()
+        if names.contains(name) { lock.unlock(); return false }
+        names.insert(name)
+        createdAt[name] = Date()   // until every broker's metadata lists it
+        creating.insert(name)
+        lock.unlock()
+        topicAdmin.async { [self] in makeTopic(of: name) }
+        return true
+    }
+
+    /// Makes a pipe's topic on the brokers (see `create`). Runs on `topicAdmin`.
+    private func makeTopic(of name: PipeName) {
+        let topicName = topic(for: name)
+        var failure: String?
+        do {
+            var err = try createTopic(topicName, replication: -1)
+            if err == RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR || err == RD_KAFKA_RESP_ERR_INVALID_REQUEST
+                || err == RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION {
+                // Brokers before KIP-464 need an explicit replication factor.
+                err = try createTopic(topicName, replication: 1)
+            }
+            switch err {
+            case RD_KAFKA_RESP_ERR_NO_ERROR: logger.info("created pipe \(name) (topic \(topicName))")
+            case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS: break   // made elsewhere meanwhile: the pipe is there
+            default: failure = KafkaHandle.describe(err)
+            }
+        } catch {
+            failure = "\(error)"
         }
         lock.lock()
-        names.insert(name)
-        createdAt[name] = Date()
+        creating.remove(name)
+        var refused: KafkaPipe?
+        if failure != nil {
+            names.remove(name)
+            createdAt[name] = nil
+            refused = pipes.removeValue(forKey: name)
+        }
         lock.unlock()
-        if created { logger.info("created pipe \(name) (topic \(topic(for: name)))") }
-        return created
+        if let failure {
+            logger.error("the brokers did not make the pipe's topic; the pipe is gone",
+                         metadata: ["pipe": "\(name)", "topic": "\(topicName)", "error": "\(failure)"])
+            refused?.markRemoved()
+        }
     }
 
     private func createTopic(_ topic: String, replication: Int32) throws -> rd_kafka_resp_err_t {
@@ -233,6 +290,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
 
     public func remove(_ name: PipeName) throws {
         guard contains(name) else { throw PipeError.noSuchPipe(name) }
+        // A topic still being made is deleted after it is (not on a FUSE thread: remove runs on the work queue).
+        if isBeingCreated(name) { topicAdmin.sync {} }
         let topicName = topic(for: name)
         guard let deleteTopic = rd_kafka_DeleteTopic_new(topicName) else { throw PipeError.io("topic \(topicName)") }
         defer { rd_kafka_DeleteTopic_destroy(deleteTopic) }

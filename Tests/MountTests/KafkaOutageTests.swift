@@ -80,12 +80,14 @@ final class KafkaOutageTests: MountTestCase {
     }
 
     /// While the broker is away, requests that wait for it (the first open of a pipe for reading, a close
-    /// waiting for acknowledgements, a reset, a create) end at once on a signal: each answers EINTR, and a
-    /// process killed in one of them is gone at once rather than when the broker's timeout ends the wait.
+    /// waiting for acknowledgements, a reset) end at once on a signal: each answers EINTR, and a process
+    /// killed in one of them is gone at once rather than when the broker's timeout ends the wait. A create
+    /// does not wait: its topic is made once the broker is back.
     func testRequestsWaitingForTheBrokerEndOnASignal() {
         ok("mkfifo never-read; echo before > p")
         stopRelay()
-        for command in ["cat never-read", "sh -c 'echo during > p'", "truncate -s 0 p", "mkfifo made-during"] {
+        XCTAssertEqual(ok("timeout 2 mkfifo made-during && ls made-during"), "made-during\n")
+        for command in ["cat never-read", "sh -c 'echo during > p'", "truncate -s 0 p"] {
             let r = interrupted(command)
             XCTAssertEqual(r.status, 124, "\(command) did not end by the signal")
             XCTAssertLessThanOrEqual(r.tenths, 20, "\(command) took \(r.tenths) tenths of a second to end")
@@ -100,8 +102,35 @@ final class KafkaOutageTests: MountTestCase {
         XCTAssertEqual(killed.first, 137, "the writer did not end by SIGKILL: \(killed)")
         XCTAssertLessThanOrEqual(killed.last ?? 99, 20, "the killed writer took long to end: \(killed)")
         startRelay()
-        // The mount serves on once the broker is back.
+        // The mount serves on once the broker is back, and the pipe made meanwhile is there and works.
         eventually("[ \"$(tail -n 1 .drain/p)\" = after ] || { echo after > p; false; }", seconds: 30)
+        ok("echo made > made-during", timeout: 60)
+        XCTAssertEqual(ok("cat .drain/made-during", timeout: 30), "made\n")
+    }
+
+    /// The broker freezes (SIGSTOP: connections stay open, nothing answers) while two dozen pipes are being
+    /// made: the creates return, and `ls` and `stat` answer within a second each, instead of waiting behind
+    /// the creates for the directory's lock, which the kernel holds while a create is out. Once the broker
+    /// goes on, every pipe is there on the brokers (a second mount lists them).
+    func testListingAnswersWhileTheBrokerIsFrozenAndCreatesWait() throws {
+        ok("mkfifo p; echo a > p")
+        guard let broker else { return XCTFail("no broker") }
+        kill(broker.processIdentifier, SIGSTOP)
+        defer { kill(broker.processIdentifier, SIGCONT) }
+        let out = ok("""
+        for k in $(seq 24); do timeout 20 mkfifo made$k & done; wait
+        ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+        start=$(date +%s%N); n=$(timeout 5 ls | wc -l); t=$(ms $start)
+        [ $t -lt 1000 ] && echo "ls $n" || echo "ls took $t ms"
+        start=$(date +%s%N); size=$(timeout 5 stat -c %s p); t=$(ms $start)
+        [ $t -lt 1000 ] && echo "stat answered" || echo "stat took $t ms"
+        """, timeout: 60)
+        XCTAssertEqual(out, "ls 25\nstat answered\n")
+        kill(broker.processIdentifier, SIGCONT)
+        let other = root + "/other"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        try mount(["--brokers", "127.0.0.1:\(relayPort)"], at: other)
+        eventually("[ $(ls \"$ROOT/other\" | grep -c '^made') = 24 ]", seconds: 30)
     }
 
     /// While the broker is away librdkafka's local queue fills: writes then wait without holding a FUSE
