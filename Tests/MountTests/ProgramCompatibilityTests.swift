@@ -132,32 +132,31 @@ final class ProgramCompatibilityTests: MountTestCase {
     // MARK: O_NONBLOCK changed after open
 
     func testNonBlockingSetByFcntlAfterOpenGetsEAGAIN() {
-        ok("mkfifo p", timeout: 20)
-        let r = python("""
+        nonBlockingThenBlocking(open: """
         fd = os.open("p", os.O_RDONLY)
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-        print("non-blocking:", try_read(fd))
-        # Cleared again, the read waits for the push.
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-        print("blocking:", read_after_push(fd))
-        os.close(fd)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
         """)
-        XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertEqual(r.stdout, "non-blocking: EAGAIN\nblocking: b'late\\n' after a wait\n")
     }
 
     func testNonBlockingClearedByFcntlAfterOpenWaits() {
-        ok("mkfifo p", timeout: 20)
-        let r = python("""
+        nonBlockingThenBlocking(open: """
         fd = os.open("p", os.O_RDONLY | os.O_NONBLOCK)
+        """)
+    }
+
+    /// Opens `p` non-blocking (as `open` says), reads (EAGAIN: the pipe is empty), clears O_NONBLOCK with
+    /// fcntl and reads again: that read waits for a push made a second later.
+    private func nonBlockingThenBlocking(open: String, file: StaticString = #filePath, line: UInt = #line) {
+        ok("mkfifo p", timeout: 20, file: file, line: line)
+        let r = python(open + """
+
         print("non-blocking:", try_read(fd))
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         print("blocking:", read_after_push(fd))
         os.close(fd)
-        """)
-        XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertEqual(r.stdout, "non-blocking: EAGAIN\nblocking: b'late\\n' after a wait\n")
+        """, file: file, line: line)
+        XCTAssertEqual(r.status, 0, r.stderr, file: file, line: line)
+        XCTAssertEqual(r.stdout, "non-blocking: EAGAIN\nblocking: b'late\\n' after a wait\n", file: file, line: line)
     }
 
     func testAsyncioReaderGetsEachPush() {
