@@ -44,6 +44,10 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
     private var names: Set<PipeName> = []
     private var logs: [PipeName: EmbeddedLog] = [:]
     private var trashCounter = 0
+    /// Pipes whose log is being read for a first open (see `open`), and a count of deletions, by which an
+    /// open tells that the pipe it read was deleted meanwhile.
+    private var opening: [PipeName: DispatchGroup] = [:]
+    private var removals = 0
 
     public init(directory: String, configuration: Configuration = Configuration(), logger: Logger) throws {
         self.directory = directory
@@ -105,6 +109,7 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         lock.lock()
         guard names.contains(name) else { lock.unlock(); throw PipeError.noSuchPipe(name) }
         trashCounter += 1
+        removals += 1
         let target = "\(trashDirectory)/\(name).\(getpid()).\(trashCounter)"
         // The open log stops writing first, so nothing it does can land in a pipe re-created under the name.
         let log = logs.removeValue(forKey: name)
@@ -126,16 +131,41 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         return logs[name]
     }
 
+    /// Opens a pipe's log, reading and checking every segment the first time (which takes a while for a
+    /// large pipe). That reading happens outside the store's lock, so lookups and opens of other pipes go on
+    /// meanwhile; a second opener of the same pipe waits for the first (never on a FUSE thread: opens run
+    /// on the filesystem's work queue).
     public func open(_ name: PipeName) throws -> PipeLog? {
-        lock.lock(); defer { lock.unlock() }
-        if let log = logs[name] { return log }
-        guard names.contains(name) else { return nil }
-        let logger = self.logger
-        let log = try EmbeddedLog.open(name: name, directory: path(of: name), config: config, syncQueue: syncQueue) {
-            logger.warning("\($0)")
+        while true {
+            lock.lock()
+            if let log = logs[name] { lock.unlock(); return log }
+            guard names.contains(name) else { lock.unlock(); return nil }
+            if let busy = opening[name] {
+                lock.unlock()
+                busy.wait()
+                continue
+            }
+            let done = DispatchGroup()
+            done.enter()
+            opening[name] = done
+            let generation = removals
+            lock.unlock()
+            defer {
+                lock.lock(); opening[name] = nil; lock.unlock()
+                done.leave()
+            }
+            let logger = self.logger
+            let log = try EmbeddedLog.open(name: name, directory: path(of: name), config: config, syncQueue: syncQueue) {
+                logger.warning("\($0)")
+            }
+            lock.lock()
+            // Deleted (and perhaps made again) while it was read: this log is of the deleted pipe.
+            let current = removals == generation && names.contains(name)
+            if current { logs[name] = log }
+            lock.unlock()
+            if !current { log.markRemoved(); continue }
+            return log
         }
-        logs[name] = log
-        return log
     }
 
     /// Waits for every pending sync, so that nothing written is left in the page cache alone.
