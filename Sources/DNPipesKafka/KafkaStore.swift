@@ -33,6 +33,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private var threads: [Thread] = []
     private let stopped = DispatchGroup()
     let adminQueue = DispatchQueue(label: "dnpipes.kafka.admin")
+    /// Ends the metadata thread's wait between refreshes (at shutdown).
+    private let metadataWake = DispatchSemaphore(value: 0)
     /// Where topics are made, one after another (see `create`).
     private let topicAdmin = DispatchQueue(label: "dnpipes.kafka.topics")
     /// Where streams are started (see `startStream`).
@@ -56,7 +58,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         start("dnpipes-kafka-consumer") { [unowned self] in consumer.run(while: { isRunning }) }
         start("dnpipes-kafka-metadata") { [unowned self] in
             while isRunning {
-                for _ in 0..<20 where isRunning { usleep(100_000) }
+                // Every two seconds; shutdown signals the semaphore to end the wait at once.
+                _ = metadataWake.wait(timeout: .now() + 2)
                 if isRunning, let error = refreshMetadata(timeout: 5) {
                     logger.warning("Kafka metadata refresh failed (\(configuration.brokers)): \(error)")
                 }
@@ -393,8 +396,16 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         running = false
         lock.unlock()
         guard wasRunning else { return }
+        // In order: the threads that poll the clients stop (nothing queues work for the clients after
+        // them), the work already queued runs out (topics still being made are made, so that every pipe
+        // mkfifo reported exists; a stream start that would retry sees isRunning and stops), then the
+        // clients go.
         consumer.wake()
+        metadataWake.signal()
         stopped.wait()
+        topicAdmin.sync {}
+        streamStarts.sync {}
+        adminQueue.sync {}
         shutdownClients()
     }
 

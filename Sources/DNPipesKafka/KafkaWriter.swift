@@ -36,6 +36,9 @@ struct DeliveryReport {
 final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
     private let pipe: KafkaPipe
     private unowned let store: KafkaStore
+    /// Held strongly: the writer's deinit unregisters from it, and a handle (with its writer) may be let go
+    /// after the store shut down.
+    private let deliveries: DeliveryTable
     private let lock = NSLock()
     /// Messages taken and not yet acknowledged or failed, the backlog's included.
     private var inFlight = 0
@@ -48,10 +51,11 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
     init(pipe: KafkaPipe, store: KafkaStore) {
         self.pipe = pipe
         self.store = store
+        deliveries = store.deliveries
         token = store.deliveries.register(self)
     }
 
-    deinit { store.deliveries.unregister(token) }
+    deinit { deliveries.unregister(token) }
 
     func push(_ messages: MessageBlock) throws {
         guard !messages.isEmpty else { return }
