@@ -48,6 +48,8 @@ let package = Package(
         .testTarget(name: "DNPipesEmbeddedTests", dependencies: [
             "DNPipesEmbedded", "DNPipesTestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
+        // The Kafka backend's logic that needs no broker: the shared window of a partition.
+        .testTarget(name: "DNPipesKafkaTests", dependencies: ["DNPipesKafka", "DNPipesCore"]),
         // Drives the real binary on real FUSE mounts from a shell.
         .testTarget(name: "MountTests", dependencies: ["DNPipesCore", "DNPipesTestSupport"]),
     ],

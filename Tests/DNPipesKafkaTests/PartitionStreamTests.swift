@@ -1,0 +1,100 @@
+import DNPipesCore
+import XCTest
+@testable import DNPipesKafka
+
+/// The shared window of one partition, fed as the consumer thread feeds it, without a broker: what readers
+/// get from memory, when it asks for a rewind, how it makes room, what a reset marker does, and what a
+/// stream that only counts keeps.
+final class PartitionStreamTests: XCTestCase {
+    /// Counts the consumer wake-ups the stream asks for.
+    private final class Wakes: @unchecked Sendable {
+        private let lock = NSLock()
+        private var n = 0
+        func wake() { lock.lock(); n += 1; lock.unlock() }
+        var count: Int { lock.lock(); defer { lock.unlock() }; return n }
+    }
+
+    private func stream(windowBytes: Int = 1 << 20, floor: Int64 = 0, wakes: Wakes = Wakes()) -> PartitionStream {
+        let s = PartitionStream(partition: 0, windowBytes: windowBytes, wakeConsumer: { wakes.wake() })
+        s.start(at: floor)
+        _ = s.learnedEnd(high: floor, low: 0)
+        return s
+    }
+
+    /// Delivers messages `first ..< first + count`, each `size` bytes of one letter, as one consumed batch.
+    private func deliver(_ s: PartitionStream, from first: Int64, count: Int, size: Int = 10, markers: Set<Int> = []) {
+        let messages = (0..<count).map { _ in [UInt8](repeating: UInt8(ascii: "m"), count: size) }
+        _ = s.deliver(offsets: (0..<count).map { first + Int64($0) }, block: MessageBlock(messages), markers: markers)
+    }
+
+    func testReadersInsideTheWindowReadFromMemoryAndTheSizeCountsEveryMessage() {
+        let s = stream()
+        deliver(s, from: 0, count: 100)
+        let batch = s.fetch(from: 40, maxBytes: 55)
+        XCTAssertEqual(batch?.offsets.first, 40)
+        XCTAssertEqual(batch?.count, 5, "about maxBytes: five framed messages of 11 bytes")
+        XCTAssertEqual(s.streamExtent()?.size, 100 * 11)
+        XCTAssertEqual(s.streamExtent()?.countedEnd, 100)
+        XCTAssertEqual(s.streamAnchor(atOrBefore: 11 * 70)?.offset, 64)
+        XCTAssertNil(s.fetch(from: 100, maxBytes: 10), "at the front a reader waits")
+    }
+
+    func testAReaderBehindTheWindowAsksForARewindOnceAndTheStreamIsNotCaughtUpUntilItIsMade() {
+        let wakes = Wakes()
+        let s = stream(windowBytes: 100, wakes: wakes)
+        deliver(s, from: 0, count: 50)                        // 500 bytes: over the window, paused
+        XCTAssertNotNil(s.fetch(from: 49, maxBytes: 10))     // a reader at the front makes room
+        XCTAssertNil(s.fetch(from: 0, maxBytes: 10), "offset 0 was evicted")
+        XCTAssertNil(s.fetch(from: 5, maxBytes: 10))
+        let requests = s.takeRequests()
+        XCTAssertEqual(requests.rewind, 0, "the lowest offset asked for")
+        XCTAssertFalse(s.hasReached(50), "a rewind taken but not made yet")
+        s.rewound(to: 0)
+        XCTAssertFalse(s.hasReached(50))
+        deliver(s, from: 0, count: 50)
+        XCTAssertTrue(s.hasReached(50))
+        XCTAssertEqual(s.fetch(from: 0, maxBytes: 10)?.offsets.first, 0)
+        XCTAssertEqual(s.streamExtent()?.size, 50 * 11, "a refetch is not counted twice")
+        XCTAssertGreaterThan(wakes.count, 0)
+    }
+
+    func testAFullWindowPausesUntilReadersPassEnoughOfIt() {
+        let wakes = Wakes()
+        let s = stream(windowBytes: 1000, wakes: wakes)
+        let full = s.deliver(offsets: Array(0..<200), block: MessageBlock((0..<200).map { _ in [UInt8](repeating: 1, count: 10) }),
+                             markers: []).full
+        XCTAssertTrue(full)
+        XCTAssertFalse(s.takeRequests().resume, "paused while over budget")
+        _ = s.fetch(from: 10, maxBytes: 10)                  // passed little: still over half the budget
+        XCTAssertFalse(s.takeRequests().resume)
+        let before = wakes.count
+        _ = s.fetch(from: 199, maxBytes: 10)                 // passed nearly all of it
+        XCTAssertTrue(s.takeRequests().resume)
+        XCTAssertGreaterThan(wakes.count, before, "the consumer is woken to fetch again")
+    }
+
+    func testAResetMarkerStartsTheStreamAgainAndReadersSkipWhatLayBeforeIt() {
+        let s = stream()
+        deliver(s, from: 0, count: 10)
+        deliver(s, from: 10, count: 3, markers: [0])         // offset 10 is a marker
+        XCTAssertEqual(s.bounds().oldest, 11)
+        XCTAssertEqual(s.fetch(from: 0, maxBytes: 100)?.offsets, [11, 12])
+        XCTAssertEqual(s.streamExtent()?.origin, 11)
+        XCTAssertEqual(s.streamExtent()?.size, 2 * 11, "positions start again at the marker")
+    }
+
+    func testAStreamThatOnlyCountsKeepsNothingAndRewindsWhenReadersCome() {
+        let s = stream()
+        s.countOnly()
+        deliver(s, from: 0, count: 20)
+        XCTAssertEqual(s.streamExtent()?.size, 20 * 11)
+        XCTAssertNil(s.fetch(from: 0, maxBytes: 100), "nothing is kept")
+        _ = s.takeRequests()                                  // (that fetch asked for a rewind itself)
+        s.rewound(to: 20)
+        s.retainForReaders()
+        XCTAssertEqual(s.takeRequests().rewind, 0, "back to the floor for the readers")
+        s.rewound(to: 0)
+        deliver(s, from: 0, count: 20)
+        XCTAssertEqual(s.fetch(from: 0, maxBytes: 1000)?.count, 20)
+    }
+}
