@@ -55,11 +55,10 @@ public struct PipeReader: Sendable {
         if cursor.hasCarry || passedStop() { return true }
         for partition in 0..<cursor.partitionCount {
             let limit = PipeReader.limit(of: partition, stopAt)
-            switch try? log.fetch(partition: partition, from: cursor.offsets[partition], maxBytes: 1) {
-            case .messages(let batch): if limit.map({ batch.offsets[0] < $0 }) ?? true { return true }
+            switch log.readiness(partition: partition, from: cursor.offsets[partition]) {
+            case .message(let at): if limit.map({ at < $0 }) ?? true { return true }
             case .removed: return true
             case .nothing: continue
-            case nil: return true   // the read will report the error
             }
         }
         return false

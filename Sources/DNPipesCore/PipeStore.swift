@@ -72,6 +72,13 @@ public struct MessageBatch: Sendable {
     }
 }
 
+/// What a read from an offset would find now.
+public enum Readiness: Equatable, Sendable {
+    case message(at: Int64)
+    case nothing
+    case removed
+}
+
 /// One pipe as seen by its open handles.
 public protocol PipeLog: AnyObject, Sendable {
     var name: PipeName { get }
@@ -105,6 +112,10 @@ public protocol PipeLog: AnyObject, Sendable {
     /// it is removed. Returns a token for `removeObserver`.
     func addObserver(_ callback: @escaping @Sendable () -> Void) -> Int
     func removeObserver(_ token: Int)
+
+    /// The offset of the first message at or after `offset` that a fetch would return now, without fetching
+    /// it (poll asks this for every poller at every push, and must move no data), or what stands instead.
+    func readiness(partition: Int, from offset: Int64) -> Readiness
 
     /// Partition 0's framed stream in bytes (see `StreamIndex`): a pipe's size and mtime, and where byte
     /// positions start. Nil when the backend does not know them (yet).
@@ -152,6 +163,16 @@ extension PipeLog {
     public func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched {
         precondition(partition == 0, "pipe \(name) has one partition")
         return try fetch(from: offset, maxBytes: maxBytes)
+    }
+
+    /// A store without a cheaper way finds out by fetching one message.
+    public func readiness(partition: Int, from offset: Int64) -> Readiness {
+        switch try? fetch(partition: partition, from: offset, maxBytes: 1) {
+        case .messages(let batch): return .message(at: batch.offsets[0])
+        case .nothing: return .nothing
+        case .removed: return .removed
+        case nil: return .message(at: offset)   // the read will report the error
+        }
     }
 
     /// A store that does not count bytes: pipes report size 0 and cannot be read at a position.

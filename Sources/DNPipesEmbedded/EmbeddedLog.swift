@@ -122,6 +122,14 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         return removed
     }
 
+    /// Every offset from the start to the end holds a message: no need to read one to know.
+    func readiness(partition: Int, from offset: Int64) -> Readiness {
+        lock.lock(); defer { lock.unlock() }
+        if removed { return .removed }
+        let from = max(offset, start)
+        return from < end ? .message(at: from) : .nothing
+    }
+
     func streamExtent() -> StreamExtent? {
         lock.lock(); defer { lock.unlock() }
         return index.extent(lastPush: lastPush)

@@ -33,6 +33,33 @@ final class EmbeddedStoreTests: StoreTestCase {
     }
 
     /// The pipe list survives a restart, and a recreated pipe starts empty.
+    /// What poll asks at every push: answered from the log's bounds, without reading a record, and the same
+    /// as what a fetch would find.
+    func testReadinessAnswersWithoutReadingAndAgreesWithFetch() throws {
+        let store = try makeStore()
+        defer { store.shutdown() }
+        try store.create(name("p"))
+        let log = try XCTUnwrap(store.open(name("p")))
+        XCTAssertEqual(log.readiness(partition: 0, from: 0), .nothing)
+        try log.makeWriter().push([bytes("a"), bytes("b")])
+        XCTAssertEqual(log.readiness(partition: 0, from: 0), .message(at: 0))
+        XCTAssertEqual(log.readiness(partition: 0, from: 1), .message(at: 1))
+        XCTAssertEqual(log.readiness(partition: 0, from: 2), .nothing)
+        XCTAssertNil(awaitCompletion { log.reset(completion: $0) })
+        XCTAssertEqual(log.readiness(partition: 0, from: 0), .nothing, "a reset moves the start past everything")
+        try log.makeWriter().push([bytes("c")])
+        XCTAssertEqual(log.readiness(partition: 0, from: 0), .message(at: 2))
+        guard case .messages(let batch) = try log.fetch(from: 0, maxBytes: 10) else { return XCTFail("no fetch") }
+        XCTAssertEqual(batch.offsets, [2])
+        // Made unreadable underneath (the segment file emptied): readiness still answers from the bounds,
+        // which shows it reads nothing.
+        let segment = data + "/pipes/p/" + Segment.fileName(base: 2)
+        XCTAssertEqual(truncate(segment, 0), 0)
+        XCTAssertEqual(log.readiness(partition: 0, from: 0), .message(at: 2))
+        try store.remove(name("p"))
+        XCTAssertEqual(log.readiness(partition: 0, from: 0), .removed)
+    }
+
     func testPipesSurviveReopenAndRecreatedPipeIsEmpty() throws {
         try withStore { store in
             try store.create(name("keep"))
