@@ -4,15 +4,12 @@ import Foundation
 /// Runs an operation that reports through a completion handler and waits for it. For command-line clients
 /// and tests only: the filesystem never waits like this.
 public func awaitCompletion(_ start: (@escaping @Sendable (Error?) -> Void) -> Void) -> Error? {
-    final class Outcome: @unchecked Sendable {
-        let done = DispatchSemaphore(value: 0)
-        var error: Error?
-    }
-    let outcome = Outcome()
+    let done = DispatchSemaphore(value: 0)
+    let outcome = LockedValue<Error?>(nil)
     start { error in
-        outcome.error = error
-        outcome.done.signal()
+        outcome.withLock { $0 = error }
+        done.signal()
     }
-    outcome.done.wait()
-    return outcome.error
+    done.wait()
+    return outcome.withLock { $0 }
 }

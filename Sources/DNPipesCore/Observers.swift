@@ -1,31 +1,24 @@
-import Foundation
-
 /// A set of callbacks to run when a pipe changes. Callbacks run outside the lock, so they may call back into
 /// the pipe.
-public final class Observers: @unchecked Sendable {
-    private let lock = NSLock()
-    private var next = 1
-    private var callbacks: [Int: @Sendable () -> Void] = [:]
+public final class Observers: Sendable {
+    private let state = LockedValue<(next: Int, callbacks: [Int: @Sendable () -> Void])>((1, [:]))
 
     public init() {}
 
     public func add(_ callback: @escaping @Sendable () -> Void) -> Int {
-        lock.lock(); defer { lock.unlock() }
-        let token = next
-        next += 1
-        callbacks[token] = callback
-        return token
+        state.withLock { state in
+            let token = state.next
+            state.next += 1
+            state.callbacks[token] = callback
+            return token
+        }
     }
 
     public func remove(_ token: Int) {
-        lock.lock(); defer { lock.unlock() }
-        callbacks[token] = nil
+        state.withLock { _ = $0.callbacks.removeValue(forKey: token) }
     }
 
     public func notify() {
-        lock.lock()
-        let all = Array(callbacks.values)
-        lock.unlock()
-        for callback in all { callback() }
+        for callback in state.withLock({ Array($0.callbacks.values) }) { callback() }
     }
 }

@@ -83,7 +83,7 @@ public struct StreamAnchor: Sendable, Equatable {
 }
 
 /// A pipe's stream as a stat shows it.
-public struct StreamExtent: @unchecked Sendable {
+public struct StreamExtent: Sendable {
     /// The offset at byte 0 (see `StreamIndex.origin`).
     public var origin: Int64
     /// Messages below this offset are counted in `size`; past it the backend has not seen them yet.

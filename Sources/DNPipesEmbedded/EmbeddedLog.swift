@@ -8,6 +8,8 @@ import DNPipesCore
 /// One pipe of the embedded store: a directory of segment files plus a `start` file that records the oldest
 /// readable offset. Reset writes a new start offset and starts a new segment, then unlinks the old segments:
 /// its cost does not depend on how many messages the pipe held.
+// @unchecked Sendable: every var is read and written under `lock`; segments are read with pread outside
+// it, below a size taken under it (see `Segment`).
 final class EmbeddedLog: PipeLog, @unchecked Sendable {
     let name: PipeName
     let directory: String
@@ -334,7 +336,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
 /// A writer of the embedded store: messages go to the file at once (the page cache), and flush waits for
 /// the disk.
-final class EmbeddedWriter: PipeWriter, @unchecked Sendable {
+final class EmbeddedWriter: PipeWriter, Sendable {
     private let log: EmbeddedLog
     init(log: EmbeddedLog) { self.log = log }
     func push(_ messages: MessageBlock) throws { try log.append(messages) }

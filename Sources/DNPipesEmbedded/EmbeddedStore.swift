@@ -13,6 +13,8 @@ import DNPipesCore
 ///     DATA/pipes/NAME/start      oldest readable offset (written by reset)
 ///     DATA/pipes/NAME/*.log      segments, named by base offset
 ///     DATA/trash/                deleted pipes on their way out
+// @unchecked Sendable: `names`, `logs`, `opening`, `removals` and `trashCounter` are guarded by `lock`; the
+// rest is set in init.
 public final class EmbeddedStore: PipeStore, @unchecked Sendable {
     public struct Configuration: Sendable {
         public var maxMessageBytes: Int

@@ -10,6 +10,7 @@ import DNPipesCore
 ///
 /// All mutation happens under the owning log's lock. Reads use `pread` on bytes below `size`, which are
 /// complete once `write` returned, so they need no lock beyond a snapshot of `size`.
+// @unchecked Sendable: mutation happens under the owning log's lock (above); reads need only a size taken there.
 final class Segment: @unchecked Sendable {
     /// Every this many records the segment remembers a (offset, file position) pair, so a read from any
     /// offset parses at most this many records before reaching it.

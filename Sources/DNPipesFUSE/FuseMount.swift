@@ -7,6 +7,8 @@ import Glibc
 
 /// A FUSE session serving a `PipeFileSystem` at a mount point: mount, serve until unmounted or told to stop,
 /// then clean up.
+// @unchecked Sendable: the session is set in init and torn down after the loop returned; from other threads
+// only fuse_session_exit and umount reach it, which libfuse allows while the loop runs.
 public final class FuseMount: @unchecked Sendable {
     public struct MountError: Error, CustomStringConvertible {
         public let description: String

@@ -4,6 +4,7 @@ import DNPipesCore
 /// Node ids. Fixed ones for the root and the two view directories; every pipe name gets an id the first time
 /// it is seen, kept for the life of the mount, from which the ids of the pipe and its two views derive.
 /// Names map to ids without any reference counting, so `forget` needs no bookkeeping.
+// @unchecked Sendable: the maps are guarded by `lock`.
 final class Inodes: @unchecked Sendable {
     static let root: UInt64 = 1
     static let drainDirectory: UInt64 = 2

@@ -4,6 +4,7 @@ import Foundation
 /// Maps the small integers given to libfuse as interrupt data back to what waits (a handle's parked read, a
 /// pending reply). libfuse may call the interrupt function just after the request was answered, so it must
 /// not carry a pointer that could dangle.
+// @unchecked Sendable: `next` and `handles` are guarded by `lock`.
 final class InterruptTable: @unchecked Sendable {
     private let lock = NSLock()
     private var next: UInt64 = 1

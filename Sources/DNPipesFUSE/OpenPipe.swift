@@ -11,8 +11,7 @@ import DNPipesCore
 /// Reading and writing keep their state in two lock boxes, so that a handle open for both (`O_RDWR`) can
 /// be told of its own push while it writes. Replies, poll notifications and callbacks to the store that may
 /// call back (`whenRoom`) are decided under a lock and done after it is released.
-final class OpenPipe: Interruptible, @unchecked Sendable {
-    // @unchecked: the mutable state lives in `reading` and `writing`, each reached only through withLock.
+final class OpenPipe: Interruptible, Sendable {
     let fh: UInt64
     let log: PipeLog
     let view: Inodes.View
@@ -21,7 +20,8 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
     private let logger: Logger
     private let interrupts: InterruptTable
     private let writer: PipeWriter?
-    private var observer: Int?
+    /// The pipe observer's token, once registered (after the handle is made: the observer refers to it).
+    private let observer = LockedValue<Int?>(nil)
 
     private struct ParkedRead {
         var request: Request
@@ -79,9 +79,12 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
         if canRead {
             let reader = PositionedReader(log: log, start: view == .tail ? .end : .oldest, stopAtEnd: view == .drain)
             reading = LockedValue(ReadState(reader: reader))
-            observer = log.addObserver { [weak self] in self?.pipeChanged() }
         } else {
             reading = nil
+        }
+        if canRead {
+            let token = log.addObserver { [weak self] in self?.pipeChanged() }
+            observer.withLock { $0 = token }
         }
     }
 
@@ -309,7 +312,7 @@ final class OpenPipe: Interruptible, @unchecked Sendable {
     /// The handle is gone: stop observing and drop a pending poll. No read can be parked: the kernel waits
     /// for outstanding reads before it releases a file.
     func release() {
-        if let observer { log.removeObserver(observer) }
+        if let token = observer.withLock({ $0 }) { log.removeObserver(token) }
         let (leftovers, poll) = reading?.withLock { state -> ([ParkedRead], OpaquePointer?) in
             defer { state.parked = []; state.pollHandle = nil }
             return (state.parked, state.pollHandle)

@@ -1,5 +1,6 @@
 import CFuse
 import Foundation
+import DNPipesCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,36 +16,39 @@ protocol Interruptible: AnyObject {
 /// even die until the request is answered: so an interrupt answers it with EINTR at once, and the store's
 /// answer, when it comes, is dropped. Whatever the store was doing goes on; the caller was not told it is
 /// done, only that it was interrupted.
-final class PendingReply: Interruptible, @unchecked Sendable {
-    private let lock = NSLock()
-    private var request: Request?
+final class PendingReply: Interruptible, Sendable {
+    /// The request until it is answered, and the token its interrupt carries.
+    private let state: LockedValue<(request: Request?, token: UInt64)>
     private let interrupts: InterruptTable
-    private var token: UInt64 = 0
     private let interrupted: (@Sendable () -> Void)?
 
     /// `interrupted` runs when an interrupt answered the request (to log what was left going).
     init(_ request: Request, interrupts: InterruptTable, interrupted: (@Sendable () -> Void)? = nil) {
-        self.request = request
+        state = LockedValue((request, 0))
         self.interrupts = interrupts
         self.interrupted = interrupted
-        token = interrupts.watch(request, for: self)
+        let token = interrupts.watch(request, for: self)
+        state.withLock { $0.token = token }
+    }
+
+    /// Takes the request, if nobody answered it yet.
+    private func take() -> (Request, UInt64)? {
+        state.withLock { state in
+            guard let request = state.request else { return nil }
+            state.request = nil
+            return (request, state.token)
+        }
     }
 
     /// Answers with `reply` unless an interrupt answered first.
     func answer(_ reply: (Request) -> Void) {
-        lock.lock()
-        guard let request else { lock.unlock(); return }
-        self.request = nil
-        lock.unlock()
+        guard let (request, token) = take() else { return }
         interrupts.unregister(token)
         reply(request)
     }
 
     func interrupt(token: UInt64) {
-        lock.lock()
-        guard let request else { lock.unlock(); return }
-        self.request = nil
-        lock.unlock()
+        guard let (request, _) = take() else { return }
         interrupts.unregister(token)
         request.reply(error: EINTR)
         interrupted?()

@@ -7,6 +7,8 @@ import DNPipesCore
 ///
 /// Callbacks answer from memory or hand the work to a queue and answer from there: a FUSE worker thread never
 /// waits on the disk or the network, so a slow store cannot stall the mount.
+// @unchecked Sendable: `handles` and `nextHandle` are guarded by `lock`, listings live in a lock box, the
+// rest is set in init.
 public final class PipeFileSystem: @unchecked Sendable {
     public struct Options: Sendable {
         public var maxMessageBytes: Int

@@ -5,6 +5,8 @@ import Glibc
 
 /// One kernel request, answered exactly once through one of the `reply` methods. Replies are thread-safe in
 /// libfuse, so a request may be answered from any thread, long after its callback returned.
+// @unchecked Sendable: it holds libfuse's request pointer, whose replies may come from any thread; each
+// request is answered once (PendingReply, the handles' parked lists and Answer see to that).
 struct Request: @unchecked Sendable {
     let raw: fuse_req_t
 

@@ -7,6 +7,7 @@ import DNPipesCore
 /// Topics dnpipes makes have one partition. A topic made elsewhere may have several: each is streamed, and
 /// readers take from all of them (see `ReadCursor`). Pushes from dnpipes go to partition 0, so what one
 /// writer pushes stays in order.
+// @unchecked Sendable: every var is guarded by `lock`; the streams guard their own state.
 final class KafkaPipe: PipeLog, @unchecked Sendable {
     let name: PipeName
     let topic: String
@@ -188,13 +189,14 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
             guard let self else { return true }
             return self.isRemoved || targets.allSatisfy { $0.0.hasReached($0.1) }
         }
-        let token = Box(0)
-        token.value = addObserver { [weak self] in
-            if reached() { once.run(); self?.removeObserver(token.value) }
+        let token = LockedValue(0)
+        let observer = addObserver { [weak self] in
+            if reached() { once.run(); self?.removeObserver(token.withLock { $0 }) }
         }
-        if reached() { once.run(); removeObserver(token.value); return }
+        token.withLock { $0 = observer }
+        if reached() { once.run(); removeObserver(observer); return }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeout) { [weak self] in
-            once.run(); self?.removeObserver(token.value)
+            once.run(); self?.removeObserver(observer)
         }
     }
 
@@ -284,44 +286,35 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
 }
 
 /// Collects the markers of one reset, one per partition: the floors once all are in, or the first failure.
-final class ResetMarkers: @unchecked Sendable {
-    private let lock = NSLock()
-    private var floors: [Int64?]
-    private var failed = false
+final class ResetMarkers: Sendable {
+    private let state: LockedValue<(floors: [Int64?], failed: Bool)>
 
-    init(count: Int) { floors = Array(repeating: nil, count: count) }
+    init(count: Int) { state = LockedValue((Array(repeating: nil, count: count), false)) }
 
     /// Returns every partition's floor once the last one arrives.
     func add(partition: Int, offset: Int64) -> [Int64]? {
-        lock.lock(); defer { lock.unlock() }
-        floors[partition] = offset
-        guard !failed, floors.allSatisfy({ $0 != nil }) else { return nil }
-        return floors.map { $0! }
+        state.withLock { state in
+            state.floors[partition] = offset
+            guard !state.failed, state.floors.allSatisfy({ $0 != nil }) else { return nil }
+            return state.floors.map { $0! }
+        }
     }
 
     /// Returns true for the first failure only (the reset completes once).
     func fail() -> Bool {
-        lock.lock(); defer { lock.unlock() }
-        defer { failed = true }
-        return !failed
+        state.withLock { state in
+            defer { state.failed = true }
+            return !state.failed
+        }
     }
 }
 
 /// Runs a completion at most once, whichever path gets there first.
-final class Once: @unchecked Sendable {
-    private let lock = NSLock()
-    private var action: (@Sendable () -> Void)?
-    init(_ action: @escaping @Sendable () -> Void) { self.action = action }
+final class Once: Sendable {
+    private let action: LockedValue<(@Sendable () -> Void)?>
+    init(_ action: @escaping @Sendable () -> Void) { self.action = LockedValue(action) }
     func run() {
-        lock.lock()
-        let a = action
-        action = nil
-        lock.unlock()
+        let a = action.withLock { a in defer { a = nil }; return a }
         a?()
     }
-}
-
-final class Box<T>: @unchecked Sendable {
-    var value: T
-    init(_ value: T) { self.value = value }
 }

@@ -7,6 +7,8 @@ import DNPipesCore
 /// a producer for pushes (`PipeProducer`), a consumer that fetches every streamed partition into its shared
 /// stream (`StreamConsumer`), and, here, an admin client for the names, topic management, metadata, reset
 /// records and DeleteRecords.
+// @unchecked Sendable: every var is guarded by `lock`; the clients are librdkafka handles, thread-safe, set in
+// init and destroyed at shutdown after every thread and queue that uses them has stopped.
 public final class KafkaStore: PipeStore, @unchecked Sendable {
     public let configuration: KafkaConfiguration
     let logger: Logger

@@ -33,6 +33,7 @@ struct DeliveryReport {
 /// queue stays here as the backlog, at most one push's worth, and goes to librdkafka as deliveries make room;
 /// the next push is refused with `PipeError.full` until the backlog is gone, and the filesystem parks that
 /// write rather than holding a thread, so it can still be interrupted.
+// @unchecked Sendable: every var is guarded by `lock`.
 final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
     private let pipe: KafkaPipe
     private unowned let store: KafkaStore
@@ -163,6 +164,7 @@ final class OneDelivery: DeliveryTarget {
 
 /// Maps the integers given to librdkafka as message opaques back to their targets. Writers are held weakly
 /// (a closed writer's late reports are dropped); one-off targets strongly until their report arrives.
+// @unchecked Sendable: every var is guarded by `lock`.
 final class DeliveryTable: @unchecked Sendable {
     private struct Weak { weak var target: DeliveryTarget? }
     private let lock = NSLock()

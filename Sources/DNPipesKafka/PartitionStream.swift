@@ -7,6 +7,7 @@ import DNPipesCore
 /// window read from memory; a reader at its front waits for the consumer; a reader behind it asks for a
 /// rewind, and the stream refetches from there. So memory does not grow with the number of readers or how far
 /// behind one is, and the mount keeps one consumer connection however many readers there are.
+// @unchecked Sendable: every var is guarded by `lock`.
 final class PartitionStream: @unchecked Sendable {
     let partition: Int32
     private var windowBytes: Int

@@ -5,6 +5,8 @@ import DNPipesCore
 
 /// The mount's one producer client (idempotent, acks=all): every writer's messages go through it, and its
 /// thread hands each delivery report to the writer whose message it was (see `DeliveryTable`).
+// @unchecked Sendable: librdkafka's producer calls are thread-safe; `handle` and `topicHandles` are guarded
+// by `producerLock`, `roomWaiters` by `roomWaitersLock`.
 final class PipeProducer: @unchecked Sendable {
     let deliveries = DeliveryTable()
     private let configuration: KafkaConfiguration

@@ -8,6 +8,8 @@ import DNPipesCore
 ///
 /// Partitions are assigned directly (never through a consumer group), each at the offset its stream starts
 /// at, and each gets a queue of its own that is served only while its stream's window has room.
+// @unchecked Sendable: `toAssign` and `toUnassign` are guarded by `lock`; `assigned` and the consumer's
+// queues are touched by the consumer thread only.
 final class StreamConsumer: @unchecked Sendable {
     private struct TopicPartition: Hashable {
         var topic: String

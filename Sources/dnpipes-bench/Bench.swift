@@ -121,6 +121,7 @@ struct Reader: ParsableCommand {
 }
 
 /// Undoes the run's set-up in reverse order, also on SIGINT and SIGTERM, so no mount or broker is left.
+// @unchecked Sendable: `steps` is guarded by `lock`.
 final class Teardown: @unchecked Sendable {
     private let lock = NSLock()
     private var steps: [() -> Void] = []

@@ -120,6 +120,7 @@ struct ProcessStats: Codable {
 }
 
 /// Samples a process's resident memory and threads until stopped, keeping the peaks.
+// @unchecked Sendable: the peaks are guarded by its lock.
 final class PeakSampler: @unchecked Sendable {
     private let pid: pid_t
     private let lock = NSLock()

@@ -4,6 +4,7 @@ import XCTest
 
 /// A pipe of several partitions held in memory, for `PipeReader` and the multi-partition `ReadCursor`.
 /// Each partition holds messages at offsets `oldest ..< oldest + count`; a fetch returns up to `perFetch` of them.
+// @unchecked Sendable: used from the test's thread only.
 private final class PartitionedLog: PipeLog, @unchecked Sendable {
     let name = try! PipeName(validating: "multi")
     var partitions: [(oldest: Int64, messages: [[UInt8]])]

@@ -3,6 +3,7 @@ import XCTest
 @testable import DNPipesCore
 
 /// A pipe of one partition in memory that counts byte positions as a backend does.
+// @unchecked Sendable: used from the test's thread only.
 private final class CountingLog: PipeLog, @unchecked Sendable {
     let name = try! PipeName(validating: "counted")
     var messages: [[UInt8]] = []

@@ -137,6 +137,7 @@ class StoreTestCase: XCTestCase {
 }
 
 /// A thread-safe counter for observer callbacks.
+// @unchecked Sendable: the count is guarded by its lock.
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0

@@ -7,6 +7,7 @@ import XCTest
 /// stream that only counts keeps.
 final class PartitionStreamTests: XCTestCase {
     /// Counts the consumer wake-ups the stream asks for.
+    // @unchecked Sendable: the count is guarded by its lock.
     private final class Wakes: @unchecked Sendable {
         private let lock = NSLock()
         private var n = 0

@@ -33,6 +33,7 @@ func shell(_ script: String, cwd: String? = nil, env: [String: String] = [:], ti
         return ShellResult(status: -1, stdout: "", stderr: "")
     }
     // Read both pipes concurrently so a chatty script cannot block on a full pipe.
+    // @unchecked Sendable: each is written by one reading thread and read after that thread is joined.
     final class Collected: @unchecked Sendable { var data = Data() }
     let stderrData = Collected()
     let group = DispatchGroup()
