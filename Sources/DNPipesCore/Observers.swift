@@ -18,6 +18,9 @@ public final class Observers: Sendable {
         state.withLock { _ = $0.callbacks.removeValue(forKey: token) }
     }
 
+    /// Whether anyone observes (a writer with no reader to tell need not schedule a notification).
+    public var isEmpty: Bool { state.withLock { $0.callbacks.isEmpty } }
+
     public func notify() {
         for callback in state.withLock({ Array($0.callbacks.values) }) { callback() }
     }

@@ -89,13 +89,13 @@ public struct PositionedReader: Sendable {
                     have += bytes.count
                 }
             } else {
-                // A large read streams: the buffer's rest, then the cursor, and nothing kept.
+                // A large read streams: the buffer's rest, then one fill of the cursor (what the store had in
+                // one piece: a reply need not be full, and a reader of a megabyte at a time holds less), and
+                // nothing kept.
                 var out = Array(buffer[Int(offset - bufferStart)...])
                 buffer = []
-                var outcome = Outcome.nothing
-                while out.count < capacity {
-                    outcome = try reader.read(capacity: capacity - out.count)
-                    guard case .data(let bytes) = outcome else { break }
+                let outcome = try reader.read(capacity: capacity - out.count)
+                if case .data(let bytes) = outcome {
                     if out.isEmpty { out = bytes } else { out += bytes }
                     position += Int64(bytes.count)
                 }

@@ -261,6 +261,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     /// Tells observers on the log's own queue. A notification not yet started covers later changes too.
     private func notifyObservers() {
+        if observers.isEmpty { return }
         lock.lock()
         let schedule = !notifyPending
         notifyPending = true
