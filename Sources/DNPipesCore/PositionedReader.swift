@@ -7,8 +7,8 @@
 /// the end); a reader that lives through a reset goes on in the new stream at the position it had, as a
 /// reader of a truncated file would if it kept reading.
 ///
-/// Reads in small buffers (bash's 4 KiB, head's 8 KiB) are served from a buffer of the bytes just before and
-/// after the read, filled 64 KiB at a time: such programs read again a little before where the last read
+/// Reads in small buffers (bash's 4 KiB, head's 8 KiB) are served from a buffer of the bytes from the last
+/// read's start on, filled 64 KiB at a time: such programs read again a little before where the last read
 /// ended (bash after every line), and one store fetch then serves hundreds of reads. Large reads (cat's
 /// 1 MiB) go straight to the cursor. Any other position is found through the backend's anchors and read
 /// from there. A backend that does not know positions, or a pipe of several partitions, gives a reader that
@@ -57,14 +57,20 @@ public struct PositionedReader: Sendable {
             if let origin, let current = reader.log.streamExtent()?.origin, current != origin {
                 restart(at: current, position: offset)
             }
-            let outcome = try readHere(at: offset, capacity: capacity)
+            let outcome: Outcome
+            do { outcome = try readHere(at: offset, capacity: capacity) } catch {
+                // A failed fetch changes nothing: the next read starts from the same state.
+                self = before
+                throw error
+            }
             if let origin, let current = reader.log.streamExtent()?.origin, current != origin {
                 self = before
                 continue
             }
             return outcome
         }
-        return try readHere(at: offset, capacity: capacity)
+        let before = self
+        do { return try readHere(at: offset, capacity: capacity) } catch { self = before; throw error }
     }
 
     /// Whether a read where the last one ended would return at once (for poll): buffered bytes are there.

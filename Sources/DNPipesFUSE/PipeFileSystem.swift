@@ -142,31 +142,22 @@ public final class PipeFileSystem: @unchecked Sendable {
     /// One directory entry: name, node id, type.
     typealias Entry = (name: String, ino: UInt64, type: mode_t)
 
-    /// An open directory keeps the listing it had at `opendir` (as libfuse's passthrough_ll keeps its
+    /// An open directory keeps the listing its first readdir took (as libfuse's passthrough_ll keeps its
     /// directory stream), so a pipe made or deleted between two readdir batches is neither skipped nor
-    /// repeated: readdir's offsets are positions in that listing.
-    private let listings = LockedValue<(next: UInt64, open: [UInt64: [Entry]])>((0, [:]))
+    /// repeated: readdir's offsets are positions in that listing. A readdir from offset 0 (the first, or a
+    /// rewinddir) lists again. The view directories are hidden from the root listing (like dot files they
+    /// are there for those who know), and list every pipe themselves.
+    private let listings = LockedValue<(next: UInt64, open: [UInt64: (ino: UInt64, entries: [Entry])])>((0, [:]))
 
-    /// Opens a directory with its listing. The view directories are hidden from the root listing (like dot
-    /// files they are there for those who know), and list every pipe themselves.
     func opendir(_ request: Request, ino: UInt64) {
-        guard let node = inodes.node(ino) else { return request.reply(error: ENOENT) }
-        let view: Inodes.View
-        switch node {
-        case .root: view = .pipe
-        case .directory(let v): view = v
+        switch inodes.node(ino) {
+        case .root, .directory: break
+        case nil: return request.reply(error: ENOENT)
         default: return request.reply(error: ENOTDIR)
         }
-        let pipes: [PipeName]
-        do { pipes = try store.list() } catch {
-            logger.error("listing pipes failed", metadata: ["op": "opendir", "error": "\(error)"])
-            return request.reply(error: EIO)
-        }
-        var entries: [Entry] = [(".", ino, S_IFDIR), ("..", Inodes.root, S_IFDIR)]
-        for p in pipes { entries.append((p.value, inodes.ino(of: p, view: view), S_IFREG)) }
         let fh = listings.withLock { state -> UInt64 in
             state.next += 1
-            state.open[state.next] = entries
+            state.open[state.next] = (ino, [])
             return state.next
         }
         request.reply(openDirectory: fh)
@@ -177,8 +168,25 @@ public final class PipeFileSystem: @unchecked Sendable {
         request.replyOK()
     }
 
+    /// The listing of directory `ino` now.
+    private func listing(of ino: UInt64) throws -> [Entry] {
+        let view: Inodes.View
+        if case .directory(let v) = inodes.node(ino) { view = v } else { view = .pipe }
+        var entries: [Entry] = [(".", ino, S_IFDIR), ("..", Inodes.root, S_IFDIR)]
+        for p in try store.list() { entries.append((p.value, inodes.ino(of: p, view: view), S_IFREG)) }
+        return entries
+    }
+
     func readdir(_ request: Request, fh: UInt64, size: Int, offset: Int) {
-        guard let entries = listings.withLock({ $0.open[fh] }) else { return request.reply(error: EBADF) }
+        guard let open = listings.withLock({ $0.open[fh] }) else { return request.reply(error: EBADF) }
+        var entries = open.entries
+        if offset == 0 {
+            do { entries = try listing(of: open.ino) } catch {
+                logger.error("listing pipes failed", metadata: ["op": "readdir", "error": "\(error)"])
+                return request.reply(error: EIO)
+            }
+            listings.withLock { $0.open[fh]?.entries = entries }
+        }
         var buffer = [UInt8](repeating: 0, count: size)
         var used = 0
         var index = offset

@@ -60,9 +60,10 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         let fresh = Array(streams[startedCount..<max(startedCount, floors.count)])
         startedCount = max(startedCount, floors.count)
         let all = streams
-        let counting = !readerCame
+        // Under the pipe's lock, as `synchronize` marks readers: a reader that comes now is seen here, or
+        // finds the streams counting and turns them back.
+        if !readerCame { fresh.forEach { $0.countOnly() } }
         lock.unlock()
-        if counting { fresh.forEach { $0.countOnly() } }
         all.forEach { $0.setWindowBytes(budget) }
         for stream in fresh { stream.start(at: floors[Int(stream.partition)]) }
         return fresh
@@ -133,9 +134,8 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         let startStream = !streamRequested
         streamRequested = true
         readerCame = true
-        let counting = streams
+        streams.forEach { $0.retainForReaders() }
         lock.unlock()
-        counting.forEach { $0.retainForReaders() }
         started(startStream) { [self] in
             // Until each stream's first fetch answers, the end of the pipe is unknown.
             whenCaughtUp(timeout: store.configuration.connectTimeout) { [self] caughtUp in
@@ -252,6 +252,9 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
                     guard let floors = markers.add(partition: partition, offset: markerOffset + 1) else { return }
                     // Not on the producer's thread, which delivers the reports: the commit waits on the network.
                     store.adminQueue.async { [self] in
+                        guard store.isRunning else {
+                            return completion(PipeError.unavailable("the mount is stopping; the reset was written but not recorded"))
+                        }
                         do {
                             try store.commitResetFloors(floors, of: topic)
                         } catch {

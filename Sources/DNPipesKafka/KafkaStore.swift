@@ -69,7 +69,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         }
     }
 
-    private var isRunning: Bool {
+    var isRunning: Bool {
         lock.lock(); defer { lock.unlock() }
         return running
     }
@@ -143,7 +143,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         // A topic that gained partitions: stream the new ones too.
         for p in streamed where !gone.contains(where: { $0 === p }) {
             if let count = counts[p.topic], p.isStreaming, count > p.partitionCount {
-                adminQueue.async { [self] in extendStream(p, to: count) }
+                adminQueue.async { [self] in if isRunning { extendStream(p, to: count) } }
             }
         }
         return nil
@@ -262,6 +262,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         }
         lock.lock()
         creating.remove(name)
+        // The grace for metadata that does not list it yet runs from now, however long the making took.
+        if failure == nil && names.contains(name) { createdAt[name] = Date() }
         var refused: KafkaPipe?
         if failure != nil {
             names.remove(name)
@@ -398,10 +400,10 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         running = false
         lock.unlock()
         guard wasRunning else { return }
-        // In order: the threads that poll the clients stop (nothing queues work for the clients after
-        // them), the work already queued runs out (topics still being made are made, so that every pipe
-        // mkfifo reported exists; a stream start that would retry sees isRunning and stops), then the
-        // clients go.
+        // In order: the threads that poll the clients stop, the work already queued runs out (topics still
+        // being made are made, so that every pipe mkfifo reported exists), then the clients go. Work queued
+        // after that (a stream start's retry, a reset's DeleteRecords, a timer asking for watermarks) sees
+        // isRunning false and touches no client.
         consumer.wake()
         metadataWake.signal()
         stopped.wait()
@@ -442,6 +444,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         lock.unlock()
         if skip { return }
         adminQueue.async { [self] in
+            guard isRunning else { return }
             let list = partitionList(pipe.topic, offsets: floors)
             defer { rd_kafka_topic_partition_list_destroy(list) }
             guard let request = rd_kafka_DeleteRecords_new(list) else { return }
@@ -495,7 +498,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     let freshFetchInterval = 0.2
 
     func cachedHighWatermark(of topic: String, partition: Int32) -> Int64? {
-        consumer.cachedHighWatermark(of: topic, partition: partition)
+        lock.lock(); defer { lock.unlock() }
+        // Under the lock, which shutdown takes to stop: the consumer is not destroyed while this runs.
+        return running ? consumer.cachedHighWatermark(of: topic, partition: partition) : nil
     }
 
     func wakeConsumer() { consumer.wake() }

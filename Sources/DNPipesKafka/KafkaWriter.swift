@@ -80,7 +80,9 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
             return
         }
         lock.lock(); inFlight -= messages.count - queued; lock.unlock()
-        completeIfIdle()
+        // Flushes waiting for this writer may complete now; they answer the kernel, so not from within a
+        // push, whose caller may hold its own lock (see `PipeWriter.push`).
+        DispatchQueue.global().async { self.completeIfIdle() }
         if err == RD_KAFKA_RESP_ERR__QUEUE_FULL { throw PipeError.full }
         if err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE {
             throw PipeError.messageTooLarge(size: largest, limit: limit)

@@ -11,6 +11,8 @@ private final class CountingLog: PipeLog, @unchecked Sendable {
     var index = StreamIndex(origin: 0)
     var perFetch = 3
     var fetches = 0
+    /// The next fetch fails (a corrupt record, a disk error).
+    var failNext = false
     private let observers = Observers()
 
     func push(_ lines: [String]) {
@@ -24,6 +26,7 @@ private final class CountingLog: PipeLog, @unchecked Sendable {
     var isRemoved: Bool { false }
     func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
         fetches += 1
+        if failNext { failNext = false; throw PipeError.io("corrupt record") }
         let first = max(offset, oldest)
         let end = oldest + Int64(messages.count)
         guard first < end else { return .nothing }
@@ -154,6 +157,24 @@ final class PositionedReaderTests: XCTestCase {
         XCTAssertEqual(text(try reader.read(at: 0, capacity: 100)), "1\n2\n")
         XCTAssertEqual(text(try reader.read(at: 2, capacity: 100)), "2\n")
         XCTAssertEqual(try reader.read(at: 4, capacity: 100), .endOfFile)
+    }
+
+    /// A fetch that fails leaves the reader as it was, in both read paths: the read reports the error and the
+    /// next read at the same position gets the bytes.
+    func testAFailedFetchChangesNothing() throws {
+        let log = CountingLog()
+        log.push(numbered(20))
+        var reader = PositionedReader(log: log, start: .oldest, stopAtEnd: false)
+        for capacity in [4096, 1 << 20] {
+            // A small read leaves bytes 0 ..< 27 in the buffer; the failing read starts inside them.
+            XCTAssertEqual(text(try reader.read(at: 0, capacity: 9)), "line0000\n")
+            log.failNext = true
+            XCTAssertThrowsError(try reader.read(at: 9, capacity: capacity))
+            XCTAssertEqual(text(try reader.read(at: 9, capacity: 9)), "line0001\n")
+            log.failNext = true
+            XCTAssertThrowsError(try reader.read(at: 9 * 19, capacity: capacity))
+            XCTAssertEqual(text(try reader.read(at: 9 * 19, capacity: capacity)), "line0019\n")
+        }
     }
 
     func testPollSeesBytesBufferedForTheCaller() throws {
