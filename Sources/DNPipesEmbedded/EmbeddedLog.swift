@@ -65,7 +65,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     /// Creates the directory of a new, empty pipe.
     static func create(name: PipeName, directory: String) throws {
-        if mkdir(directory, 0o755) != 0 { throw SystemError.last("mkdir \(directory)") }
+        try systemCall("mkdir \(directory)") { mkdir(directory, 0o755) }
         _ = try Segment.create(directory: directory, base: 0)
         try fsyncDirectory(directory)
     }
@@ -317,21 +317,20 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     private func writeStartFile(_ value: Int64) throws {
         let tmp = EmbeddedLog.startFile + ".tmp"
-        let fd = openat(directoryFD, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 { throw SystemError.last("create \(directory)/\(tmp)") }
+        let fd = try systemCall("create \(directory)/\(tmp)") { openat(directoryFD, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        defer { close(fd) }
         let text = Array("\(value)\n".utf8)
-        let ok = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == text.count && fsync(fd) == 0
-        close(fd)
-        if !ok { throw SystemError.last("write \(directory)/\(tmp)") }
-        if renameat(directoryFD, tmp, directoryFD, EmbeddedLog.startFile) != 0 { throw SystemError.last("rename \(directory)/\(tmp)") }
-        if fsync(directoryFD) != 0 { throw SystemError.last("fsync \(directory)") }
+        let written = try text.withUnsafeBytes { raw in try systemCall("write \(directory)/\(tmp)") { write(fd, raw.baseAddress, raw.count) } }
+        if written != text.count { throw SystemError(what: "write \(directory)/\(tmp)", code: EIO) }
+        try systemCall("fsync \(directory)/\(tmp)") { fsync(fd) }
+        try systemCall("rename \(directory)/\(tmp)") { renameat(directoryFD, tmp, directoryFD, EmbeddedLog.startFile) }
+        try systemCall("fsync \(directory)") { fsync(directoryFD) }
     }
 
     static func fsyncDirectory(_ path: String) throws {
-        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 { throw SystemError.last("open \(path)") }
+        let fd = try systemCall("open \(path)") { Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         defer { close(fd) }
-        if fsync(fd) != 0 { throw SystemError.last("fsync \(path)") }
+        try systemCall("fsync \(path)") { fsync(fd) }
     }
 }
 

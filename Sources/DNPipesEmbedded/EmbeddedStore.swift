@@ -61,8 +61,7 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: trashDirectory, withIntermediateDirectories: true)
 
         let lockPath = directory + "/lock"
-        lockFD = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        if lockFD < 0 { throw SystemError.last("open \(lockPath)") }
+        lockFD = try systemCall("open \(lockPath)") { Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
         if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
             let owner = (try? String(contentsOfFile: lockPath, encoding: .utf8))?
                 .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
@@ -116,8 +115,9 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         // The open log stops writing first, so nothing it does can land in a pipe re-created under the name.
         let log = logs.removeValue(forKey: name)
         log?.markRemoved()
-        if rename(path(of: name), target) != 0 {
-            let error = SystemError.last("move \(path(of: name)) to the trash")
+        do {
+            try systemCall("move \(path(of: name)) to the trash") { rename(path(of: name), target) }
+        } catch {
             lock.unlock()
             throw error
         }

@@ -44,8 +44,7 @@ final class Segment: @unchecked Sendable {
 
     static func create(directory: String, base: Int64) throws -> Segment {
         let path = directory + "/" + fileName(base: base)
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd < 0 { throw SystemError.last("create segment \(path)") }
+        let fd = try systemCall("create segment \(path)") { Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
         return Segment(base: base, path: path, fd: fd)
     }
 
@@ -54,11 +53,10 @@ final class Segment: @unchecked Sendable {
     /// `record` is told each valid record's offset and payload length, in order.
     static func open(path: String, base: Int64, maxPayload: Int, cutTornTail: Bool,
                      record: (_ offset: Int64, _ length: Int) -> Void = { _, _ in }) throws -> (Segment, cutBytes: Int64) {
-        let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
-        if fd < 0 { throw SystemError.last("open segment \(path)") }
+        let fd = try systemCall("open segment \(path)") { Glibc.open(path, O_RDWR | O_CLOEXEC) }
         let segment = Segment(base: base, path: path, fd: fd)
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SystemError.last("stat \(path)") }
+        try systemCall("stat \(path)") { fstat(fd, &st) }
         let fileSize = Int64(st.st_size)
         var scanner = RecordScanner(fd: fd, limit: fileSize, maxPayload: maxPayload)
         while let found = try scanner.next() {
@@ -67,7 +65,8 @@ final class Segment: @unchecked Sendable {
         }
         let cut = fileSize - segment.size
         if cut > 0 && cutTornTail {
-            guard ftruncate(fd, off_t(segment.size)) == 0, fsync(fd) == 0 else { throw SystemError.last("truncate \(path)") }
+            try systemCall("truncate \(path)") { ftruncate(fd, off_t(segment.size)) }
+            try systemCall("fsync \(path)") { fsync(fd) }
         }
         return (segment, cut)
     }
@@ -88,14 +87,14 @@ final class Segment: @unchecked Sendable {
         var written = 0
         try encoded.withUnsafeBytes { raw in
             while written < raw.count {
-                let n = pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(start) + off_t(written))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    let error = SystemError.last("write \(path)")
+                do {
+                    written += try systemCall("write \(path)") {
+                        pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(start) + off_t(written))
+                    }
+                } catch {
                     _ = ftruncate(fd, off_t(start))
                     throw error
                 }
-                written += n
             }
         }
         var position = start
@@ -106,7 +105,7 @@ final class Segment: @unchecked Sendable {
     }
 
     func sync() throws {
-        if fdatasync(fd) != 0 { throw SystemError.last("fdatasync \(path)") }
+        try systemCall("fdatasync \(path)") { fdatasync(fd) }
     }
 
     /// The position of the last indexed record at or before `offset`.
@@ -196,8 +195,7 @@ struct RecordScanner {
                 let got = try fresh.withUnsafeMutableBytes { raw -> Int in
                     var done = 0
                     while done < toRead {
-                        let n = pread(fd, raw.baseAddress! + done, toRead - done, off_t(here) + off_t(done))
-                        if n < 0 { if errno == EINTR { continue }; throw SystemError.last("read segment") }
+                        let n = try systemCall("read segment") { pread(fd, raw.baseAddress! + done, toRead - done, off_t(here) + off_t(done)) }
                         if n == 0 { break }
                         done += n
                     }
@@ -213,9 +211,3 @@ struct RecordScanner {
     }
 }
 
-struct SystemError: Error, CustomStringConvertible {
-    let what: String
-    let code: Int32
-    static func last(_ what: String) -> SystemError { SystemError(what: what, code: errno) }
-    var description: String { "\(what): \(String(cString: strerror(code)))" }
-}

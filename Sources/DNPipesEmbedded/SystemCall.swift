@@ -1,0 +1,25 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs one system call that reports failure as a negative result and errno: retried while a signal
+/// interrupts it (EINTR), and otherwise its errno is captured at once, before anything else can overwrite
+/// it, into an error naming the call and its file ("write /data/pipes/p/…log: No space left on device").
+/// Not for close(2), which must not be retried.
+@discardableResult
+func systemCall<Result: BinaryInteger>(_ what: @autoclosure () -> String, _ call: () -> Result) throws -> Result {
+    while true {
+        let result = call()
+        if result >= 0 { return result }
+        let code = errno
+        if code == EINTR { continue }
+        throw SystemError(what: what(), code: code)
+    }
+}
+
+/// A failed system call: what it was, on which file, and the errno in words.
+struct SystemError: Error, CustomStringConvertible {
+    let what: String
+    let code: Int32
+    var description: String { "\(what): \(String(cString: strerror(code)))" }
+}
