@@ -75,7 +75,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     static func open(name: PipeName, directory: String, config: EmbeddedStore.Configuration,
                      syncQueue: DispatchQueue, log: (String) -> Void) throws -> EmbeddedLog {
         let start = readStart(directory)
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        let names = try directoryEntries(directory)
         let bases = names.compactMap(Segment.base(ofFileName:)).sorted()
         var segments: [Segment] = []
         var index = StreamIndex(origin: start)

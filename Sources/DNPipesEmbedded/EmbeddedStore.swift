@@ -73,7 +73,7 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         _ = pid.withUnsafeBytes { pwrite(lockFD, $0.baseAddress, $0.count, 0) }
 
         emptyTrash()
-        for entry in try FileManager.default.contentsOfDirectory(atPath: pipesDirectory) {
+        for entry in try directoryEntries(pipesDirectory) {
             if let name = try? PipeName(validating: entry) {
                 names.insert(name)
             } else {

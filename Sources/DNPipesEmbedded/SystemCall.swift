@@ -23,3 +23,18 @@ struct SystemError: Error, CustomStringConvertible {
     let code: Int32
     var description: String { "\(what): \(String(cString: strerror(code)))" }
 }
+
+/// The names in a directory (without `.` and `..`). Foundation's listing reports a failure to open it as
+/// "Error Domain=NSCocoaErrorDomain Code=256 (null)"; this names the directory and the errno.
+func directoryEntries(_ path: String) throws -> [String] {
+    guard let dir = opendir(path) else { throw SystemError(what: "open directory \(path)", code: errno) }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}

@@ -91,6 +91,7 @@ enum Daemon {
         let trimmer = returnFreeMemoryEverySecond()
         defer { trimmer.cancel() }
         let logger = makeLogger()
+        raiseOpenFileLimit(logger: logger)
         let store: PipeStore
         do {
             store = try makeStore(kafka: settings.kafka, dataDirectory: settings.dataDirectory,
@@ -192,6 +193,21 @@ private func keepLargeBuffersOnTheHeap() {
     _ = mallopt(M_MMAP_THRESHOLD, 4 << 20)
     _ = mallopt(M_TRIM_THRESHOLD, 4 << 20)
     _ = mallopt(M_ARENA_MAX, Int32(min(max(2, sysconf(Int32(_SC_NPROCESSORS_ONLN))), 8)))
+}
+
+/// Every pipe the daemon has open holds descriptors (its segment and directory on the embedded store), and
+/// services start with a soft limit of 1024 (systemd's default) although the hard limit allows far more:
+/// the daemon takes the hard limit, so a mount of a thousand pipes does not fail for want of descriptors.
+private func raiseOpenFileLimit(logger: Logger) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    let soft = limit.rlim_cur
+    limit.rlim_cur = limit.rlim_max
+    if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+        logger.info("open files limit raised", metadata: ["from": "\(soft)", "to": "\(limit.rlim_max)"])
+    } else {
+        logger.warning("open files limit stays low", metadata: ["limit": "\(soft)", "errno": "\(errno)"])
+    }
 }
 
 @_silgen_name("mallopt")

@@ -60,6 +60,20 @@ final class EmbeddedStoreTests: StoreTestCase {
         XCTAssertEqual(log.readiness(partition: 0, from: 0), .removed)
     }
 
+    /// A failure to list or open a file names it and says the errno in words (Foundation's listing said
+    /// only "NSCocoaErrorDomain Code=256").
+    func testSystemErrorsNameTheFileAndTheErrno() throws {
+        XCTAssertThrowsError(try directoryEntries(data + "/none")) {
+            XCTAssertEqual("\($0)", "open directory \(data)/none: No such file or directory")
+        }
+        XCTAssertThrowsError(try systemCall("open \(data)/none") { open(data + "/none", O_RDONLY) }) {
+            XCTAssertEqual("\($0)", "open \(data)/none: No such file or directory")
+        }
+        try FileManager.default.createDirectory(atPath: data + "/d", withIntermediateDirectories: true)
+        XCTAssertTrue(FileManager.default.createFile(atPath: data + "/d/a", contents: nil))
+        XCTAssertEqual(try directoryEntries(data + "/d"), ["a"])
+    }
+
     func testPipesSurviveReopenAndRecreatedPipeIsEmpty() throws {
         try withStore { store in
             try store.create(name("keep"))

@@ -23,3 +23,23 @@ final class LargePipeTests: MountTestCase {
         XCTAssertEqual(out, "small answered first\n")
     }
 }
+
+/// A daemon started with a low soft limit on open files (as services are: systemd's default is 1024) takes
+/// the hard limit, so many pipes open at once do not fail for want of descriptors.
+final class ManyPipesTests: MountTestCase {
+    override class var backend: Backend { .embedded }
+    override var mountsInSetUp: Bool { false }
+
+    func testADaemonStartedUnderALowSoftLimitServesManyPipes() throws {
+        guard let hard = Int(ok("ulimit -Hn").trimmingCharacters(in: .whitespacesAndNewlines)), hard >= 4096 else {
+            throw XCTSkip("the hard open-files limit here is below 4096")
+        }
+        ok("cd /; ulimit -Sn 256; \"$DNPIPES\" mount \"$MNT\" --data-dir \"$DATA\"", timeout: 60)
+        let out = ok("""
+        for i in $(seq 300); do echo "m$i" > "p$i"; done
+        for i in $(seq 300); do cat ".drain/p$i"; done | wc -l
+        """, timeout: 120)
+        XCTAssertEqual(out, "300\n")
+        XCTAssertTrue(log.contains("open files limit raised"), log)
+    }
+}
