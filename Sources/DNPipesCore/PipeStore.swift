@@ -136,7 +136,8 @@ extension PipeStore {
 
 extension PipeWriter {
     /// Pushes messages given one array each.
-    public func push(_ messages: [[UInt8]]) throws { try push(MessageBlock(messages)) }
+    public func push(_ messages: [[UInt8]]) throws { try push(MessageBlock(messages), accepted: {}) }
+    public func push(_ messages: MessageBlock) throws { try push(messages, accepted: {}) }
 
     /// A store whose pushes never refuse for want of room has room now.
     public func whenRoom(_ callback: @escaping @Sendable () -> Void) { callback() }
@@ -199,11 +200,15 @@ public protocol PipeWriter: AnyObject, Sendable {
     /// in the pipe and visible to readers in that order. Throws if they cannot even be queued (too large for
     /// the backend, the pipe is gone, a disk error); then none of them is stored.
     ///
+    /// A backend may call `accepted` (at most once, holding none of its locks) once the messages are sure
+    /// to be next in the pipe, before its remaining work (encoding and writing them): the caller may then
+    /// answer its writer, who goes on meanwhile. An error thrown after `accepted` concerns that remaining
+    /// work (a disk error); the caller reports it at the next flush.
+    ///
     /// A backend with a bounded queue throws `PipeError.full` when it cannot take the messages now; then it
     /// took none of them, and the caller tries again once `whenRoom` calls back (not holding a thread).
-    /// Observers of the pipe are told from elsewhere, never from within the push: a caller may hold its own
-    /// lock around it.
-    func push(_ messages: MessageBlock) throws
+    /// Observers of the pipe are told from elsewhere, never from within the push.
+    func push(_ messages: MessageBlock, accepted: () -> Void) throws
     /// Completes when every message pushed through this writer is durable, or with the first error.
     func flush(completion: @escaping @Sendable (Error?) -> Void)
     /// Calls `callback` once, when a push refused with `PipeError.full` may succeed.

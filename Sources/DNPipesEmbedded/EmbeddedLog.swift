@@ -34,10 +34,15 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     private var lastPush: timespec
     /// Whether observers have a notification on its way that has not started yet (pushes in a burst share it).
     private var notifyPending = false
+    /// Appends' turns (see `append`): the next ticket to give, and the ticket whose append writes now.
+    private let turns = LockedValue<(next: UInt64, serving: UInt64)>((0, 0))
+    private let turn = NSCondition()
     /// Segments written since their last fdatasync (the active one included when dirty).
     private var unsynced: [ObjectIdentifier: Segment] = [:]
     private var directoryUnsynced = false
     private var waitingForSync: [@Sendable (Error?) -> Void] = []
+    /// The appends (by turn) that the waiting syncs cover.
+    private var syncUpTo: UInt64 = 0
     private var syncScheduled = false
     /// Where recent fetches ended: offset -> (segment base, file position), so a sequential reader continues
     /// without consulting the sparse index.
@@ -184,7 +189,10 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     }
 
     func reset(completion: @escaping @Sendable (Error?) -> Void) {
+        // Writes already answered when the reset comes are before it, also those still being written.
+        let upTo = turns.withLock { $0.next }
         syncQueue.async { [self] in
+            waitForAppends(upTo: upTo)
             do {
                 lock.lock()
                 if removed { lock.unlock(); throw PipeError.removed(name) }
@@ -226,17 +234,31 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     // MARK: Writing
 
-    /// Appends messages: once it returns they are in the file (the page cache) and visible to readers. The
-    /// records are encoded before the lock is taken, so writers of one pipe share the lock only for the
-    /// write itself.
-    func append(_ messages: MessageBlock) throws {
+    /// Appends messages: once it returns they are in the file (the page cache) and visible to readers.
+    ///
+    /// Appends to one pipe take a turn first (a ticket, in the order they come); `accepted` runs once the
+    /// turn is taken, with no lock held, so the caller can answer its writer, whose next write then arrives
+    /// while these records are encoded (outside any lock) and written in their turn. With a writer of large
+    /// writes that keeps both cores busy. An error after `accepted` (the disk, a deletion) is thrown as
+    /// usual; nothing of the append is stored then.
+    func append(_ messages: MessageBlock, accepted: () -> Void = {}, failed: (Error) -> Void = { _ in }) throws {
         guard !messages.isEmpty else { return }
         let largest = messages.largest
         if largest > config.maxMessageBytes {
             throw PipeError.messageTooLarge(size: largest, limit: config.maxMessageBytes)
         }
+        let ticket = turns.withLock { turns in defer { turns.next += 1 }; return turns.next }
+        accepted()
         let encoded = RecordFormat.encode(messages)
         let sizes = messages.ranges.map { $0.count + RecordFormat.headerSize }
+        // Wait for the appends that took their turn before this one (each writes at most one write's records).
+        turn.lock()
+        while turns.withLock({ $0.serving }) != ticket { turn.wait() }
+        turn.unlock()
+        defer {
+            turns.withLock { $0.serving += 1 }
+            turn.lock(); turn.broadcast(); turn.unlock()
+        }
         lock.lock()
         do {
             if removed { throw PipeError.removed(name) }
@@ -253,10 +275,20 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             lastPush = StreamExtent.now()
         } catch {
             lock.unlock()
+            // Before the turn passes: a sync waiting for this append then sees the failure.
+            failed(error)
             throw error
         }
         lock.unlock()
         notifyObservers()
+    }
+
+    /// Waits (on the sync queue, never a FUSE thread) until every append that took its turn before `ticket`
+    /// has written its records or failed.
+    private func waitForAppends(upTo ticket: UInt64) {
+        turn.lock()
+        while turns.withLock({ $0.serving }) < ticket { turn.wait() }
+        turn.unlock()
     }
 
     /// Tells observers on the log's own queue. A notification not yet started covers later changes too.
@@ -277,9 +309,14 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     /// Completes once everything appended before the call is on disk. Concurrent callers share one fdatasync
     /// (group commit), so many writers closing at once cost about one disk flush.
+    ///
+    /// "Appended before the call" includes appends already accepted and still being written (see `append`):
+    /// the sync waits for their turn to end, on the sync queue.
     func sync(completion: @escaping @Sendable (Error?) -> Void) {
+        let upTo = turns.withLock { $0.next }
         lock.lock()
         waitingForSync.append(completion)
+        syncUpTo = max(syncUpTo, upTo)
         let schedule = !syncScheduled
         syncScheduled = true
         lock.unlock()
@@ -287,6 +324,10 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     }
 
     private func runSync() {
+        lock.lock()
+        let target = syncUpTo
+        lock.unlock()
+        waitForAppends(upTo: target)
         lock.lock()
         let waiting = waitingForSync
         waitingForSync = []
@@ -338,7 +379,13 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 /// the disk.
 final class EmbeddedWriter: PipeWriter, Sendable {
     private let log: EmbeddedLog
+    /// The first append of this writer that failed after it was accepted: every later flush reports it.
+    private let failure = LockedValue<Error?>(nil)
     init(log: EmbeddedLog) { self.log = log }
-    func push(_ messages: MessageBlock) throws { try log.append(messages) }
-    func flush(completion: @escaping @Sendable (Error?) -> Void) { log.sync(completion: completion) }
+    func push(_ messages: MessageBlock, accepted: () -> Void) throws {
+        try log.append(messages, accepted: accepted, failed: { error in failure.withLock { $0 = $0 ?? error } })
+    }
+    func flush(completion: @escaping @Sendable (Error?) -> Void) {
+        log.sync { [failure] error in completion(error ?? failure.withLock { $0 }) }
+    }
 }

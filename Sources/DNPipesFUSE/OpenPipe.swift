@@ -52,6 +52,9 @@ final class OpenPipe: Interruptible, Sendable {
         /// Bytes of this handle's writes the kernel was told were written: they moved the file position that
         /// its reads carry (see `read`).
         var accepted: Int64 = 0
+        /// Counts changes of the framer, so that a push that failed undoes its framing only if nothing
+        /// (a close ending the partial line) changed the framer since.
+        var generation = 0
         /// The first write of this handle that was refused (a line over the limit, a store error): every
         /// later fsync and the close report it, so a writer that checks only its close() learns of it.
         var refusal: Int32?
@@ -188,44 +191,106 @@ final class OpenPipe: Interruptible, Sendable {
 
     // MARK: Writing
 
+    /// A write is framed under the writing lock and pushed after it is released: the store may accept it
+    /// before encoding and writing it (see `PipeWriter.push`), and the write is answered then, with no lock
+    /// held, so the writer's next write comes while this one is written. The kernel sends a file's next
+    /// write only once this one is answered, so writes keep their order. A failure after the answer is
+    /// reported at the next fsync and at close.
     func write(_ request: Request, bytes: UnsafeRawBufferPointer, flags: Int32) {
         guard let writing, let writer else { return request.reply(error: EBADF) }
         let nonBlocking = flags & O_NONBLOCK != 0
-        let (answer, awaitRoom) = writing.withLock { state -> (Answer?, Bool) in
+        enum Step { case answer(Answer), push(MessageBlock, LineFramer, generation: Int), park }
+        let step = writing.withLock { state -> Step in
             // Writes keep their order: one that comes while others wait for room waits behind them.
-            if state.parked.isEmpty, let answer = tryWrite(&state, writer, bytes) { return (answer, false) }
-            if nonBlocking { return (.error(EAGAIN), false) }
+            guard state.parked.isEmpty else { return .park }
+            let before = state.framer
+            do {
+                let messages = try state.framer.frame(bytes)
+                state.accepted += Int64(bytes.count)
+                state.generation += 1
+                return messages.isEmpty ? .answer(.written(bytes.count)) : .push(messages, before, generation: state.generation)
+            } catch {
+                return .answer(refuse(&state, bytes.count, error, framerBefore: before))
+            }
+        }
+        switch step {
+        case .answer(let answer):
+            answer.send(request)
+        case .park:
+            park(request, bytes, nonBlocking: nonBlocking)
+        case .push(let messages, let before, let generation):
+            var answered = false
+            do {
+                try writer.push(messages) {
+                    request.reply(written: bytes.count)
+                    answered = true
+                }
+                if !answered { request.reply(written: bytes.count) }
+            } catch PipeError.full where !answered {
+                // Nothing was taken: undo the framing (unless a close ended the line meanwhile) and wait.
+                writing.withLock { state in
+                    guard state.generation == generation else { return }
+                    state.framer = before
+                    state.accepted -= Int64(bytes.count)
+                }
+                park(request, bytes, nonBlocking: nonBlocking)
+            } catch where answered {
+                writing.withLock { if $0.refusal == nil { $0.refusal = EIO } }
+                logger.error("storing an accepted write failed; its fsync and close will fail",
+                             metadata: ["pipe": "\(log.name)", "bytes": "\(bytes.count)", "error": "\(error)"])
+            } catch {
+                let answer = writing.withLock { state -> Answer in
+                    if state.generation == generation { state.accepted -= Int64(bytes.count) }
+                    return refuse(&state, bytes.count, error, framerBefore: state.generation == generation ? before : nil)
+                }
+                answer.send(request)
+            }
+        }
+    }
+
+    /// Parks a write that found no room (or waits behind parked ones), or answers EAGAIN to a non-blocking one.
+    private func park(_ request: Request, _ bytes: UnsafeRawBufferPointer, nonBlocking: Bool) {
+        guard let writing, let writer else { return request.reply(error: EBADF) }
+        if nonBlocking { return request.reply(error: EAGAIN) }
+        let awaitRoom = writing.withLock { state -> Bool in
             state.parked.append(ParkedWrite(request: request, bytes: Array(bytes),
                                             token: interrupts.watch(request, for: self),
                                             deadline: .now() + OpenPipe.roomTimeout))
-            return (nil, claimRoomWait(&state))
+            return claimRoomWait(&state)
         }
-        answer?.send(request)
         if awaitRoom { writer.whenRoom { [weak self] in self?.retryParkedWrites() } }
     }
 
-    /// Frames and pushes one write. Returns its answer, or nil, having changed nothing, when the store has
-    /// no room for it now. Called under the writing lock: the push neither waits on the network nor tells
-    /// observers (see `PipeWriter.push`), so holding the lock across it calls nothing out.
+    /// A write refused whole: the framer as it was before it (nothing of the write is stored), the refusal
+    /// kept for the handle's fsync and close, one log line. Called under the writing lock.
+    private func refuse(_ state: inout WriteState, _ count: Int, _ error: Error, framerBefore: LineFramer?) -> Answer {
+        if let framerBefore { state.framer = framerBefore }
+        if let refused = error as? LineFramer.MessageTooLarge { state.framer.abandon(refused) }
+        let code = errno(for: error)
+        if state.refusal == nil { state.refusal = code }
+        logger.error("refused a write; its fsync and close will fail too",
+                     metadata: ["pipe": "\(log.name)", "bytes": "\(count)", "errno": "\(errnoName(code))",
+                                "error": "\(error)"])
+        return .error(code)
+    }
+
+    /// Frames and pushes a parked write (one that waited for room in Kafka's queue). Returns its answer, or
+    /// nil, having changed nothing, when the store still has no room. Called under the writing lock: such a
+    /// push neither waits nor tells observers nor calls `accepted` (see `PipeWriter.push`), so holding the
+    /// lock across it calls nothing out.
     private func tryWrite(_ state: inout WriteState, _ writer: PipeWriter, _ bytes: UnsafeRawBufferPointer) -> Answer? {
         let before = state.framer
         do {
             let messages = try state.framer.frame(bytes)
             if !messages.isEmpty { try writer.push(messages) }
             state.accepted += Int64(bytes.count)
+            state.generation += 1
             return .written(bytes.count)
         } catch PipeError.full {
             state.framer = before
             return nil
         } catch {
-            state.framer = before
-            if let refused = error as? LineFramer.MessageTooLarge { state.framer.abandon(refused) }
-            let code = errno(for: error)
-            if state.refusal == nil { state.refusal = code }
-            logger.error("refused a write; its fsync and close will fail too",
-                         metadata: ["pipe": "\(log.name)", "bytes": "\(bytes.count)", "errno": "\(errnoName(code))",
-                                    "error": "\(error)"])
-            return .error(code)
+            return refuse(&state, bytes.count, error, framerBefore: before)
         }
     }
 
@@ -274,7 +339,10 @@ final class OpenPipe: Interruptible, Sendable {
             logger.notice("close or fsync interrupted before its messages were durable; they are still on their way",
                           metadata: ["pipe": "\(name)"])
         }
-        let (last, refusal) = writing.withLock { state in (state.framer.finish(), state.refusal) }
+        let last = writing.withLock { state -> [UInt8]? in
+            state.generation += 1
+            return state.framer.finish()
+        }
         OpenPipe.pushLastLine(last, to: writer) { error in
             if let error {
                 logger.error("could not store the last line at close", metadata: ["pipe": "\(name)", "error": "\(error)"])
@@ -282,6 +350,8 @@ final class OpenPipe: Interruptible, Sendable {
                 return pending.answer { $0.reply(error: code) }
             }
             writer.flush { error in
+                // Read now, not at the start: a write accepted before this flush may have failed since.
+                let refusal = writing.withLock { $0.refusal }
                 if let error {
                     logger.error("messages not made durable", metadata: ["pipe": "\(name)", "error": "\(error)"])
                     pending.answer { $0.reply(error: EIO) }
@@ -318,7 +388,10 @@ final class OpenPipe: Interruptible, Sendable {
             return (state.parked, state.pollHandle)
         } ?? ([], nil)
         if let poll { fuse_pollhandle_destroy(poll) }
-        if let writing, let writer, let last = writing.withLock({ $0.framer.finish() }) {
+        if let writing, let writer, let last = writing.withLock({ state -> [UInt8]? in
+            state.generation += 1
+            return state.framer.finish()
+        }) {
             OpenPipe.pushLastLine(last, to: writer) { _ in writer.flush { _ in } }
         }
         for p in leftovers { interrupts.unregister(p.token); p.request.reply(error: EINTR) }

@@ -58,7 +58,8 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
 
     deinit { deliveries.unregister(token) }
 
-    func push(_ messages: MessageBlock) throws {
+    /// Producing is all the work there is (delivery is what flush waits for), so `accepted` is not used.
+    func push(_ messages: MessageBlock, accepted: () -> Void) throws {
         guard !messages.isEmpty else { return }
         // Checked before anything is queued, so that a refused write stores none of its messages. The limit
         // is the mount's, or librdkafka's own where the mount set kafka.message.max.bytes below it.
