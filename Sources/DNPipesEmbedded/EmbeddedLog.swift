@@ -241,12 +241,18 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     /// while these records are encoded (outside any lock) and written in their turn. With a writer of large
     /// writes that keeps both cores busy. An error after `accepted` (the disk, a deletion) is thrown as
     /// usual; nothing of the append is stored then.
-    func append(_ messages: MessageBlock, accepted: () -> Void = {}, failed: (Error) -> Void = { _ in }) throws {
+    ///
+    /// `earlierFailure` is asked in the append's turn: a writer whose earlier append failed after it was
+    /// accepted stores nothing more, so its messages never have a gap.
+    func append(_ messages: MessageBlock, accepted: () -> Void = {}, failed: (Error) -> Void = { _ in },
+                earlierFailure: () -> Error? = { nil }) throws {
         guard !messages.isEmpty else { return }
         let largest = messages.largest
         if largest > config.maxMessageBytes {
             throw PipeError.messageTooLarge(size: largest, limit: config.maxMessageBytes)
         }
+        // A writer known to have failed is refused at once, before its write is answered.
+        if let earlier = earlierFailure() { throw earlier }
         let ticket = turns.withLock { turns in defer { turns.next += 1 }; return turns.next }
         accepted()
         let encoded = RecordFormat.encode(messages)
@@ -262,6 +268,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         lock.lock()
         do {
             if removed { throw PipeError.removed(name) }
+            if let earlier = earlierFailure() { throw earlier }
             var active = segments[segments.count - 1]
             if active.size >= config.segmentBytes {
                 active = try Segment.create(directory: directory, base: end)
@@ -383,7 +390,8 @@ final class EmbeddedWriter: PipeWriter, Sendable {
     private let failure = LockedValue<Error?>(nil)
     init(log: EmbeddedLog) { self.log = log }
     func push(_ messages: MessageBlock, accepted: () -> Void) throws {
-        try log.append(messages, accepted: accepted, failed: { error in failure.withLock { $0 = $0 ?? error } })
+        try log.append(messages, accepted: accepted, failed: { error in failure.withLock { $0 = $0 ?? error } },
+                       earlierFailure: { failure.withLock { $0 } })
     }
     func flush(completion: @escaping @Sendable (Error?) -> Void) {
         log.sync { [failure] error in completion(error ?? failure.withLock { $0 }) }

@@ -1,8 +1,8 @@
 import XCTest
 
-/// The embedded store's disk fills up under a writer: the writer is told (EIO at the write that found no
-/// room, and again at its close, with a log line naming the pipe and the cause), only whole messages are
-/// stored, in order, and the mount goes on serving.
+/// The embedded store's disk fills up under a writer: the writer is told (EIO at its close, and at a later
+/// write, with a log line naming the pipe and the cause), only whole messages are stored, in order and
+/// without a gap, and the mount goes on serving.
 final class DiskFullTests: MountTestCase {
     override var mountsInSetUp: Bool { false }
     /// The log lives off the full disk.
