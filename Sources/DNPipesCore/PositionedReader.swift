@@ -51,8 +51,11 @@ public struct PositionedReader: Sendable {
 
     /// Takes what the reader can have at file position `offset`, up to `capacity` bytes.
     public mutating func read(at offset: Int64, capacity: Int) throws -> Outcome {
-        // A reset that lands while the read runs would mix positions of two streams: then read again.
-        for _ in 0..<4 {
+        // A reset that lands while the read runs would mix positions of two streams: then read again (a few
+        // times at most; the last attempt keeps what it read).
+        var attempt = 0
+        while true {
+            attempt += 1
             let before = self
             if let origin, let current = reader.log.streamExtent()?.origin, current != origin {
                 restart(at: current, position: offset)
@@ -63,14 +66,12 @@ public struct PositionedReader: Sendable {
                 self = before
                 throw error
             }
-            if let origin, let current = reader.log.streamExtent()?.origin, current != origin {
+            if attempt < 5, let origin, let current = reader.log.streamExtent()?.origin, current != origin {
                 self = before
                 continue
             }
             return outcome
         }
-        let before = self
-        do { return try readHere(at: offset, capacity: capacity) } catch { self = before; throw error }
     }
 
     /// Whether a read where the last one ended would return at once (for poll): buffered bytes are there.

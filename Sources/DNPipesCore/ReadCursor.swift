@@ -95,11 +95,8 @@ public struct ReadCursor: Sendable {
             var message = batch.block[index]
             next = batch.offsets[index] + 1
             if skip > 0 {
-                if skip > Int64(message.count) {
-                    skip -= Int64(message.count) + 1   // the whole message and its newline
-                    continue
-                }
-                message = message.dropFirst(Int(skip))   // at most all of it: the newline comes next
+                // skipAhead left at most this message's bytes to drop: its newline still comes out.
+                message = message.dropFirst(Int(skip))
                 skip = 0
             }
             let room = capacity - out.count

@@ -8,8 +8,8 @@ import DNPipesCore
 /// One pipe of the embedded store: a directory of segment files plus a `start` file that records the oldest
 /// readable offset. Reset writes a new start offset and starts a new segment, then unlinks the old segments:
 /// its cost does not depend on how many messages the pipe held.
-// @unchecked Sendable: every var is read and written under `lock`; segments are read with pread outside
-// it, below a size taken under it (see `Segment`).
+// @unchecked Sendable: every var is read and written under `lock`, except the turn counters, which are under
+// `turn`; segments are read with pread outside it, below a size taken under it (see `Segment`).
 final class EmbeddedLog: PipeLog, @unchecked Sendable {
     let name: PipeName
     let directory: String
@@ -34,9 +34,11 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     private var lastPush: timespec
     /// Whether observers have a notification on its way that has not started yet (pushes in a burst share it).
     private var notifyPending = false
-    /// Appends' turns (see `append`): the next ticket to give, and the ticket whose append writes now.
-    private let turns = LockedValue<(next: UInt64, serving: UInt64)>((0, 0))
+    /// Appends' turns (see `append`): the next ticket to give, and the ticket whose append writes now, both
+    /// guarded by `turn`, which waiters for a turn wait on.
     private let turn = NSCondition()
+    private var nextTicket: UInt64 = 0
+    private var servingTicket: UInt64 = 0
     /// Segments written since their last fdatasync (the active one included when dirty).
     private var unsynced: [ObjectIdentifier: Segment] = [:]
     private var directoryUnsynced = false
@@ -190,7 +192,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     func reset(completion: @escaping @Sendable (Error?) -> Void) {
         // Writes already answered when the reset comes are before it, also those still being written.
-        let upTo = turns.withLock { $0.next }
+        let upTo = ticketsIssued()
         syncQueue.async { [self] in
             waitForAppends(upTo: upTo)
             do {
@@ -253,17 +255,22 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         }
         // A writer known to have failed is refused at once, before its write is answered.
         if let earlier = earlierFailure() { throw earlier }
-        let ticket = turns.withLock { turns in defer { turns.next += 1 }; return turns.next }
+        turn.lock()
+        let ticket = nextTicket
+        nextTicket += 1
+        turn.unlock()
         accepted()
         let encoded = RecordFormat.encode(messages)
         let sizes = messages.ranges.map { $0.count + RecordFormat.headerSize }
         // Wait for the appends that took their turn before this one (each writes at most one write's records).
         turn.lock()
-        while turns.withLock({ $0.serving }) != ticket { turn.wait() }
+        while servingTicket != ticket { turn.wait() }
         turn.unlock()
         defer {
-            turns.withLock { $0.serving += 1 }
-            turn.lock(); turn.broadcast(); turn.unlock()
+            turn.lock()
+            servingTicket += 1
+            turn.broadcast()
+            turn.unlock()
         }
         lock.lock()
         do {
@@ -294,8 +301,14 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     /// has written its records or failed.
     private func waitForAppends(upTo ticket: UInt64) {
         turn.lock()
-        while turns.withLock({ $0.serving }) < ticket { turn.wait() }
+        while servingTicket < ticket { turn.wait() }
         turn.unlock()
+    }
+
+    /// How many appends have taken a turn so far.
+    private func ticketsIssued() -> UInt64 {
+        turn.lock(); defer { turn.unlock() }
+        return nextTicket
     }
 
     /// Tells observers on the log's own queue. A notification not yet started covers later changes too.
@@ -320,7 +333,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     /// "Appended before the call" includes appends already accepted and still being written (see `append`):
     /// the sync waits for their turn to end, on the sync queue.
     func sync(completion: @escaping @Sendable (Error?) -> Void) {
-        let upTo = turns.withLock { $0.next }
+        let upTo = ticketsIssued()
         lock.lock()
         waitingForSync.append(completion)
         syncUpTo = max(syncUpTo, upTo)

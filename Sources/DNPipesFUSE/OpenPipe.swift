@@ -266,7 +266,7 @@ final class OpenPipe: Interruptible, Sendable {
     private func refuse(_ state: inout WriteState, _ count: Int, _ error: Error, framerBefore: LineFramer?) -> Answer {
         if let framerBefore { state.framer = framerBefore }
         if let refused = error as? LineFramer.MessageTooLarge { state.framer.abandon(refused) }
-        let code = errno(for: error)
+        let code = OpenPipe.errnoCode(for: error)
         if state.refusal == nil { state.refusal = code }
         logger.error("refused a write; its fsync and close will fail too",
                      metadata: ["pipe": "\(log.name)", "bytes": "\(count)", "errno": "\(errnoName(code))",
@@ -339,10 +339,7 @@ final class OpenPipe: Interruptible, Sendable {
             logger.notice("close or fsync interrupted before its messages were durable; they are still on their way",
                           metadata: ["pipe": "\(name)"])
         }
-        let last = writing.withLock { state -> [UInt8]? in
-            state.generation += 1
-            return state.framer.finish()
-        }
+        let last = finishLine(writing)
         OpenPipe.pushLastLine(last, to: writer) { error in
             if let error {
                 logger.error("could not store the last line at close", metadata: ["pipe": "\(name)", "error": "\(error)"])
@@ -388,16 +385,19 @@ final class OpenPipe: Interruptible, Sendable {
             return (state.parked, state.pollHandle)
         } ?? ([], nil)
         if let poll { fuse_pollhandle_destroy(poll) }
-        if let writing, let writer, let last = writing.withLock({ state -> [UInt8]? in
-            state.generation += 1
-            return state.framer.finish()
-        }) {
+        if let writing, let writer, let last = finishLine(writing) {
             OpenPipe.pushLastLine(last, to: writer) { _ in writer.flush { _ in } }
         }
         for p in leftovers { interrupts.unregister(p.token); p.request.reply(error: EINTR) }
     }
 
-    private func errno(for error: Error) -> Int32 { OpenPipe.errnoCode(for: error) }
+    /// Ends the partial line (at close, fsync or release): a framing undone after this would bring it back.
+    private func finishLine(_ writing: LockedValue<WriteState>) -> [UInt8]? {
+        writing.withLock { state in
+            state.generation += 1
+            return state.framer.finish()
+        }
+    }
 
     static func errnoCode(for error: Error) -> Int32 {
         switch error {
