@@ -6,7 +6,9 @@ import DNPipesCore
 /// The filesystem semantics: a directory whose files are pipes, served from a `PipeStore`.
 ///
 /// Callbacks answer from memory or hand the work to a queue and answer from there: a FUSE worker thread never
-/// waits on the disk or the network, so a slow store cannot stall the mount.
+/// waits on the network, and on the disk only for bounded work (a read's pread; an append's write of one
+/// request's records, after the appends to the same pipe that came before it), so a slow store cannot stall
+/// the mount.
 // @unchecked Sendable: `handles` and `nextHandle` are guarded by `lock`, listings live in a lock box, the
 // rest is set in init.
 public final class PipeFileSystem: @unchecked Sendable {
