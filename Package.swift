@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "CCRC32C"),
 
         // Pipe semantics: names, framing, cursors, the storage protocol. Knows neither FUSE nor Kafka.
-        .target(name: "DNPipesCore"),
+        .target(name: "DNPipesCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // The embedded durable store: one append-only, checksummed log per pipe.
         .target(name: "DNPipesEmbedded", dependencies: ["CCRC32C", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
         // The Kafka backend: pipes are single-partition topics; readers of a pipe share one fetched stream.

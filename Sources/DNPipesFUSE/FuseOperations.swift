@@ -34,7 +34,7 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.setattr = { req, ino, attr, toSet, _ in fs(req).setattr(Request(raw: req!), ino: ino, attr: attr!.pointee, toSet: toSet) }
     ops.mknod = { req, parent, name, mode, _ in fs(req).mknod(Request(raw: req!), parent: parent, name: name!, mode: mode) }
     ops.mkdir = { req, _, name, _ in fs(req).refuseStructure(Request(raw: req!), "mkdir '\(String(cString: name!))'") }
-    ops.rmdir = { req, _, name in fs(req).refuseStructure(Request(raw: req!), "rmdir '\(String(cString: name!))'") }
+    ops.rmdir = { req, parent, name in fs(req).rmdir(Request(raw: req!), parent: parent, name: name!) }
     ops.symlink = { req, _, _, name in fs(req).refuseStructure(Request(raw: req!), "symlink '\(String(cString: name!))'") }
     ops.link = { req, _, _, name in fs(req).refuseStructure(Request(raw: req!), "hard link '\(String(cString: name!))'") }
     ops.rename = { req, _, name, _, newName, _ in

@@ -100,7 +100,8 @@ enum Daemon {
             logger.critical("cannot open the store: \(error)")
             throw ExitCode(1)
         }
-        let filesystem = PipeFileSystem(store: store, options: .init(maxMessageBytes: settings.maxMessageBytes), logger: logger)
+        let filesystem = PipeFileSystem(store: store, options: .init(maxMessageBytes: settings.maxMessageBytes,
+                                                                            groups: settings.groups), logger: logger)
         let mount: FuseMount
         do {
             mount = try FuseMount(filesystem: filesystem, mountpoint: settings.mountpoint,
@@ -132,6 +133,7 @@ enum Daemon {
             close(readyFD)
         }
         let rc = mount.run()
+        filesystem.groups.shutdown()
         store.shutdown()
         mount.unmountAndDestroy()
         sources.forEach { $0.cancel() }

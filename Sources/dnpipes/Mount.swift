@@ -26,6 +26,11 @@ struct Mount: ParsableCommand {
           topic_prefix=PREFIX     same as --topic-prefix
           kafka_config=FILE       same as --kafka-config
           kafka.NAME=VALUE        any librdkafka setting (overrides the config file)
+          max_deliveries=N        a group's message given out N times undone goes to the
+                                  dead-letter pipe (default 5)
+          dead_letter_suffix=S    the dead-letter pipe of PIPE is PIPE followed by S (default .dead)
+          group_timeout=SECONDS   a host silent this long loses the group messages it held
+                                  (Kafka; default 10)
           allow_other             let other users use the mount (file modes are then enforced)
           default_permissions     let the kernel check file modes
         mount(8) options such as rw, defaults, noauto, nofail and _netdev are accepted and ignored.
@@ -79,6 +84,7 @@ struct Mount: ParsableCommand {
         var fuseOptions: [String]
         var logFile: String
         var kafka: KafkaSettings?
+        var groups: GroupSettings
     }
 
     func settings() throws -> Settings {
@@ -109,7 +115,9 @@ struct Mount: ParsableCommand {
             kafka: brokers.map {
                 KafkaSettings(brokers: $0, topicPrefix: topicPrefix ?? parsed.topicPrefix ?? "",
                               configFile: (kafkaConfig ?? parsed.kafkaConfigFile).map(absolute), properties: parsed.kafka)
-            })
+            },
+            groups: GroupSettings(maxDeliveries: parsed.maxDeliveries ?? 5, deadLetterSuffix: parsed.deadLetterSuffix ?? ".dead",
+                                  memberTimeout: parsed.groupTimeout ?? 10, othersMayBeAlive: brokers != nil))
     }
 
     static func defaultDataDirectory() -> String {

@@ -1,3 +1,5 @@
+import DNPipesCore
+
 /// The `-o` options of a mount, split into dnpipes's own, those libfuse understands, and those mount(8)
 /// passes that mean nothing to a FUSE daemon.
 struct MountOptions: Equatable {
@@ -6,12 +8,17 @@ struct MountOptions: Equatable {
     var maxMessageBytes: Int?
     var topicPrefix: String?
     var kafkaConfigFile: String?
+    /// Consumer groups: deliveries before the dead-letter pipe, its suffix, and the lost-member timeout.
+    var maxDeliveries: Int?
+    var deadLetterSuffix: String?
+    var groupTimeout: Double?
     var fuse: [String] = []
     var kafka: [(String, String)] = []
 
     static func == (a: MountOptions, b: MountOptions) -> Bool {
         a.dataDirectory == b.dataDirectory && a.brokers == b.brokers && a.maxMessageBytes == b.maxMessageBytes
             && a.topicPrefix == b.topicPrefix && a.kafkaConfigFile == b.kafkaConfigFile
+            && a.maxDeliveries == b.maxDeliveries && a.deadLetterSuffix == b.deadLetterSuffix && a.groupTimeout == b.groupTimeout
             && a.fuse == b.fuse && a.kafka.map { "\($0)=\($1)" } == b.kafka.map { "\($0)=\($1)" }
     }
 
@@ -54,6 +61,22 @@ struct MountOptions: Equatable {
                 case "kafka_config":
                     guard let value, !value.isEmpty else { throw Invalid(description: "option kafka_config needs a file") }
                     result.kafkaConfigFile = value
+                case "max_deliveries":
+                    guard let value, let n = Int(value), n > 0 else {
+                        throw Invalid(description: "option max_deliveries needs a positive number")
+                    }
+                    result.maxDeliveries = n
+                case "dead_letter_suffix":
+                    guard let value, !value.isEmpty, value.allSatisfy(PipeName.isAllowed) else {
+                        throw Invalid(description: "option dead_letter_suffix needs characters allowed in pipe names")
+                    }
+                    result.deadLetterSuffix = value
+                case "group_timeout":
+                    guard let value, let seconds = Double(value.hasSuffix("s") ? String(value.dropLast()) : value),
+                          seconds >= 1, seconds <= 3600 else {
+                        throw Invalid(description: "option group_timeout needs seconds, from 1 to 3600")
+                    }
+                    result.groupTimeout = seconds
                 case "ro":
                     throw Invalid(description: "option ro is not supported: a pipe directory is written to by design")
                 case _ where key.hasPrefix("kafka."):
