@@ -203,11 +203,14 @@ public final class GroupMember: @unchecked Sendable {
         }
     }
 
-    /// The reader gave the message back unfinished (its handle was closed): another reader gets it.
+    /// The reader gave the message back unfinished (its handle was closed): another reader gets it. What
+    /// this member claimed ahead goes back too, so that the next claim takes the oldest free message first,
+    /// and the given-back one again only through the journal, where its deliveries are counted.
     public func giveBack(_ offset: Int64) {
         queue.async { [self] in
             guard handed.remove(offset) != nil else { return }
             append(.release(member: memberID, offsets: [offset]))
+            giveBackPool()
         }
     }
 

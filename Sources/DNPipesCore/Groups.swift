@@ -72,8 +72,10 @@ public final class Groups: @unchecked Sendable {
         }
     }
 
+    /// The member's last entries reach the journal before it goes: a late one would land in a journal made
+    /// again under the name (a Kafka topic re-created).
     private func removeJournal(_ name: PipeName) throws {
-        members.withLock { $0.removeValue(forKey: name) }?.stop()
+        members.withLock { $0.removeValue(forKey: name) }?.stop(wait: true)
         try store.remove(name)
     }
 
