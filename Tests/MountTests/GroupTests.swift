@@ -153,6 +153,26 @@ final class GroupTests: MountTestCase {
         XCTAssertEqual(ok("timeout 10 head -n 1 .take/g/jobs"), "again\n")
     }
 
+    /// The Kubernetes Job example's worker command, run as four pods would run it (with the pod's /pipes
+    /// being this mount): every job is done by exactly one of them, and they all exit once the queue is empty.
+    func testKubernetesJobExampleWorkersShareTheQueue() throws {
+        ok("seq 1 40 > jobs; mkfifo results")
+        let out = ok(#"""
+        python3 - "\#(repositoryRoot)/examples/kubernetes/work-queue-job.yaml" "$MNT" <<'PY'
+        import subprocess, sys, yaml
+        path, mnt = sys.argv[1:3]
+        (job,) = [d for d in yaml.safe_load_all(open(path)) if d and d["kind"] == "Job"]
+        (c,) = job["spec"]["template"]["spec"]["containers"]
+        words = [w.replace("/pipes", mnt) for w in c["command"]]
+        pods = [subprocess.Popen(words, stdout=subprocess.PIPE, text=True) for _ in range(job["spec"]["parallelism"])]
+        print(sum(int(p.communicate(timeout=60)[0].split()[-2]) for p in pods), "jobs done by", len(pods), "pods")
+        PY
+        cut -d' ' -f1,2 .drain/results | sort -n | uniq | wc -l
+        """#, timeout: 90)
+        XCTAssertEqual(out, "40 jobs done by 4 pods\n40\n")
+        XCTAssertEqual(ok("awk '$2 != $1 * $1' .drain/results"), "", "every result is right")
+    }
+
     /// The command line is a member of the same group as mounted readers.
     func testCommandLineMemberSharesTheGroupWithTheMount() throws {
         try XCTSkipUnless(isKafka, "the embedded store's data directory is the daemon's while it is mounted")
