@@ -70,7 +70,14 @@ public final class GroupMember: @unchecked Sendable {
     private var handed: Set<Int64> = []
     private struct Waiter { let id: UInt64; let deliver: @Sendable (GroupGrant) -> Bool }
     private var waiters: [Waiter] = []
-    private var claiming = false
+    /// This member's claims on their way round the journal, oldest first (one writer keeps them in order), and
+    /// the offsets they ask for: the next claim asks for others, so two can be under way at once.
+    private var pendingClaims: [[Int64]] = []
+    private var claimed: Set<Int64> = []
+    /// Messages claimed ahead per reader: doubled each time readers waited for a claim to come back (the
+    /// journal's round trip is long on Kafka), back to the setting once the readers are gone.
+    private var claimAhead: Int
+    private var starved = false
     private var outgoing: [GroupRecord] = []
     private var flushScheduled = false
     private var lastSeen: [String: DispatchTime] = [:]
@@ -96,6 +103,7 @@ public final class GroupMember: @unchecked Sendable {
         self.logger = logger
         writer = try journal.makeWriter()
         queue = DispatchQueue(label: "dnpipes.group.\(group).\(pipe.name)")
+        claimAhead = settings.claimAheadPerReader
     }
 
     /// Starts reading the journal; readers are served once it was read up to its end.
@@ -265,16 +273,18 @@ public final class GroupMember: @unchecked Sendable {
         lastSeen[record.author] = .now()
         let change = ledger.apply(record)
         switch record {
-        case .claim(let member, _) where member == memberID:
-            claiming = false
+        case .claim(let member, let offsets) where member == memberID:
+            if !pendingClaims.isEmpty { pendingClaims.removeFirst() }
+            claimed.subtract(offsets)
             pool = (pool + change.won).sorted()
+            if starved { claimAhead = min(claimAhead * 2, GroupMember.maxClaimAhead) }
+            starved = false
         case .expire(_, let member):
             expiring.remove(member)
             if member == memberID && !(change.expiredOffsets.isEmpty && pool.isEmpty) {
                 logger.warning("this host was taken for lost by the group; what it held goes to other readers",
                                metadata: ["group": "\(group)", "pipe": "\(pipeName)", "by": "\(record.author)"])
                 pool = []
-                claiming = false
             }
         default:
             break
@@ -314,9 +324,12 @@ public final class GroupMember: @unchecked Sendable {
         logger.error("writing a group's journal failed", metadata: ["group": "\(group)", "pipe": "\(pipeName)", "error": "\(error)"])
         queue.asyncAfter(deadline: .now() + 1) { [self] in
             // A claim that never reached the journal won nothing: claim again.
-            if records.contains(where: { if case .claim = $0 { return true } else { return false } }) { claiming = false }
             for record in records {
-                if case .claim = record { continue }
+                if case .claim(_, let offsets) = record {
+                    pendingClaims.removeAll { $0 == offsets }
+                    claimed.subtract(offsets)
+                    continue
+                }
                 append(record)
             }
             serve()
@@ -376,13 +389,19 @@ public final class GroupMember: @unchecked Sendable {
         updateAvailability()
     }
 
+    static let maxClaimAhead = 256
+
     private func claimIfWanted(_ bounds: (oldest: Int64, end: Int64)) {
-        guard !claiming, readers > 0 || !waiters.isEmpty else { return }
-        let target = max(waiters.count, readers * settings.claimAheadPerReader)
-        guard pool.count < max(1, target / 2) || pool.count < waiters.count else { return }
-        let offsets = ledger.free(from: bounds.oldest, below: bounds.end, limit: target - pool.count)
+        if !pendingClaims.isEmpty && pool.isEmpty && !waiters.isEmpty { starved = true }
+        guard pendingClaims.count < 2, readers > 0 || !waiters.isEmpty else { return }
+        let target = max(waiters.count, readers * claimAhead)
+        let have = pool.count + claimed.count
+        guard have < max(1, target / 2) || pool.count < waiters.count else { return }
+        let offsets = Array(ledger.free(from: bounds.oldest, below: bounds.end, limit: target - pool.count + claimed.count)
+            .filter { !claimed.contains($0) }.prefix(max(1, target - have)))
         guard !offsets.isEmpty else { return }
-        claiming = true
+        pendingClaims.append(offsets)
+        claimed.formUnion(offsets)
         append(.claim(member: memberID, offsets: offsets))
     }
 
@@ -406,6 +425,7 @@ public final class GroupMember: @unchecked Sendable {
     }
 
     private func giveBackPool() {
+        if readers == 0 { claimAhead = settings.claimAheadPerReader }
         guard !pool.isEmpty else { return }
         append(.unclaim(member: memberID, offsets: pool))
         pool = []
@@ -421,7 +441,9 @@ public final class GroupMember: @unchecked Sendable {
             guard let dead = try store.open(deadName) else { throw PipeError.noSuchPipe(deadName) }
             let deadWriter = try dead.makeWriter()
             try deadWriter.push(MessageBlock([bytes]), accepted: {})
-            deadWriter.flush { [self] error in
+            // The completion keeps the writer until its message is delivered.
+            deadWriter.flush { [self, deadWriter] error in
+                withExtendedLifetime(deadWriter) {}
                 queue.async { [self] in
                     if let error {
                         logger.error("moving a message to the dead-letter pipe failed; it stays in the group",
