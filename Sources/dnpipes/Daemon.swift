@@ -95,7 +95,8 @@ enum Daemon {
         let store: PipeStore
         do {
             store = try makeStore(kafka: settings.kafka, dataDirectory: settings.dataDirectory,
-                                  maxMessageBytes: settings.maxMessageBytes, logger: logger)
+                                  maxMessageBytes: settings.maxMessageBytes, defaultRetention: settings.defaultRetention,
+                                  logger: logger)
         } catch {
             logger.critical("cannot open the store: \(error)")
             throw ExitCode(1)

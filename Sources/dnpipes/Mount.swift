@@ -26,6 +26,8 @@ struct Mount: ParsableCommand {
           topic_prefix=PREFIX     same as --topic-prefix
           kafka_config=FILE       same as --kafka-config
           kafka.NAME=VALUE        any librdkafka setting (overrides the config file)
+          retention=AGE           same as --retention
+          metrics_address=H:P     same as --metrics-address
           allow_other             let other users use the mount (file modes are then enforced)
           default_permissions     let the kernel check file modes
         mount(8) options such as rw, defaults, noauto, nofail and _netdev are accepted and ignored.
@@ -56,6 +58,13 @@ struct Mount: ParsableCommand {
     @Option(help: ArgumentHelp("The largest message, in bytes; longer lines are refused with EMSGSIZE.", valueName: "bytes"))
     var maxMessageBytes: Int?
 
+    @Option(help: ArgumentHelp("How long new pipes keep messages (s, m, h, d: 7d), or none.",
+                               discussion: "Each pipe's own: setfattr -n user.dnpipes.retention -v AGE PIPE.", valueName: "age"))
+    var retention: String?
+
+    @Option(help: ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).", valueName: "host:port"))
+    var metricsAddress: String?
+
     @Flag(name: [.customShort("f"), .long], help: "Stay in the foreground and log to standard error.")
     var foreground = false
 
@@ -68,6 +77,9 @@ struct Mount: ParsableCommand {
 
     func validate() throws {
         if let maxMessageBytes, maxMessageBytes <= 0 { throw ValidationError("--max-message-bytes must be positive") }
+        if let retention {
+            do { _ = try Retention(parsing: retention) } catch { throw ValidationError("--retention: \(error)") }
+        }
     }
 
     /// Everything resolved from the command line, the -o options and the mount source.
@@ -79,6 +91,8 @@ struct Mount: ParsableCommand {
         var fuseOptions: [String]
         var logFile: String
         var kafka: KafkaSettings?
+        var defaultRetention: Retention
+        var metricsAddress: String?
     }
 
     func settings() throws -> Settings {
@@ -109,7 +123,9 @@ struct Mount: ParsableCommand {
             kafka: brokers.map {
                 KafkaSettings(brokers: $0, topicPrefix: topicPrefix ?? parsed.topicPrefix ?? "",
                               configFile: (kafkaConfig ?? parsed.kafkaConfigFile).map(absolute), properties: parsed.kafka)
-            })
+            },
+            defaultRetention: try retention.map { try Retention(parsing: $0) } ?? parsed.retention ?? .none,
+            metricsAddress: metricsAddress ?? parsed.metricsAddress)
     }
 
     static func defaultDataDirectory() -> String {

@@ -1,3 +1,5 @@
+import DNPipesCore
+
 /// The `-o` options of a mount, split into dnpipes's own, those libfuse understands, and those mount(8)
 /// passes that mean nothing to a FUSE daemon.
 struct MountOptions: Equatable {
@@ -6,12 +8,17 @@ struct MountOptions: Equatable {
     var maxMessageBytes: Int?
     var topicPrefix: String?
     var kafkaConfigFile: String?
+    /// The retention of pipes made from now on (see `Retention`).
+    var retention: Retention?
+    /// Where Prometheus scrapes the daemon's metrics (HOST:PORT); off when nil.
+    var metricsAddress: String?
     var fuse: [String] = []
     var kafka: [(String, String)] = []
 
     static func == (a: MountOptions, b: MountOptions) -> Bool {
         a.dataDirectory == b.dataDirectory && a.brokers == b.brokers && a.maxMessageBytes == b.maxMessageBytes
             && a.topicPrefix == b.topicPrefix && a.kafkaConfigFile == b.kafkaConfigFile
+            && a.retention == b.retention && a.metricsAddress == b.metricsAddress
             && a.fuse == b.fuse && a.kafka.map { "\($0)=\($1)" } == b.kafka.map { "\($0)=\($1)" }
     }
 
@@ -54,6 +61,13 @@ struct MountOptions: Equatable {
                 case "kafka_config":
                     guard let value, !value.isEmpty else { throw Invalid(description: "option kafka_config needs a file") }
                     result.kafkaConfigFile = value
+                case "retention":
+                    do { result.retention = try Retention(parsing: value ?? "") } catch {
+                        throw Invalid(description: "option retention: \(error)")
+                    }
+                case "metrics_address":
+                    guard let value, !value.isEmpty else { throw Invalid(description: "option metrics_address needs HOST:PORT") }
+                    result.metricsAddress = value
                 case "ro":
                     throw Invalid(description: "option ro is not supported: a pipe directory is written to by design")
                 case _ where key.hasPrefix("kafka."):
