@@ -27,12 +27,12 @@ public final class PipeFileSystem: @unchecked Sendable {
     let logger: Logger
     let inodes = Inodes()
     let interrupts = InterruptTable()
-    private let work = DispatchQueue(label: "dnpipes.fs.work", attributes: .concurrent)
+    let work = DispatchQueue(label: "dnpipes.fs.work", attributes: .concurrent)
     private let owner = (uid: getuid(), gid: getgid())
     private let mountTime: timespec = { var t = timespec(); clock_gettime(CLOCK_REALTIME, &t); return t }()
 
-    private let lock = NSLock()
-    private var handles: [UInt64: OpenPipe] = [:]
+    let lock = NSLock()
+    var handles: [UInt64: OpenPipe] = [:]
     private var nextHandle: UInt64 = 0
 
     public init(store: PipeStore, options: Options, logger: Logger) {
