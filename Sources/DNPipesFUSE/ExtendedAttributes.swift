@@ -205,7 +205,7 @@ extension RetainedFacts {
 extension Request {
     /// Answers a getxattr or listxattr: the length alone when asked with size 0, ERANGE when it does not fit.
     func reply(xattrBytes value: [UInt8], size: Int) {
-        if size == 0 { fuse_reply_xattr(raw, value.count) } else if value.count > size { reply(error: ERANGE) } else { reply(data: value) }
+        if size == 0 { finished(0); fuse_reply_xattr(raw, value.count) } else if value.count > size { reply(error: ERANGE) } else { reply(data: value) }
     }
 
     func reply(xattr text: String, size: Int) { reply(xattrBytes: Array(text.utf8), size: size) }

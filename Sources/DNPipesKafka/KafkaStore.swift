@@ -101,6 +101,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private func refreshMetadata(timeout: Double) -> String? {
         var md: UnsafePointer<rd_kafka_metadata>?
         let err = rd_kafka_metadata(admin, 1, nil, &md, Int32(timeout * 1000))
+        KafkaMetrics.brokersAnswered(err == RD_KAFKA_RESP_ERR_NO_ERROR)
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return KafkaHandle.describe(err) }
         defer { rd_kafka_metadata_destroy(md) }
         var seen: Set<PipeName> = []

@@ -110,6 +110,9 @@ struct Mount: ParsableCommand {
             }
         }
         let data = absolute(dataDirectory ?? Mount.defaultDataDirectory())
+        if let address = metricsAddress ?? parsed.metricsAddress {
+            do { _ = try MetricsServer.split(address) } catch { throw ValidationError("\(error)") }
+        }
         return Settings(
             mountpoint: absolute(mountpoint),
             dataDirectory: data,
