@@ -46,22 +46,17 @@ extension PipeFileSystem {
             return request.reply(error: inodes.node(ino) == nil ? ENOENT : ENODATA)
         }
         guard let attribute = PipeAttribute(name: String(cString: rawName)) else { return request.reply(error: ENODATA) }
-        switch attribute {
-        case .readers:
-            return request.reply(xattr: "\(openReaders(of: pipe))", size: size)
-        case .retention:
-            return request.reply(xattr: "\(retention(of: pipe))", size: size)
-        case .messages, .bytes, .oldest, .end:
-            if let log = store.openedLog(pipe), !log.isSettling {
-                return request.reply(xattr: PipeFileSystem.facts(of: log).value(of: attribute), size: size)
-            }
+        if attribute == .readers { return request.reply(xattr: "\(openReaders(of: pipe))", size: size) }
+        // A Kafka pipe's retention is read from the brokers as its stream starts, which settling does.
+        if let log = store.openedLog(pipe), !log.isSettling {
+            return request.reply(xattr: value(of: attribute, pipe, log), size: size)
         }
         let pending = PendingReply(request, interrupts: interrupts)
         work.async { [self] in
             do {
                 guard let log = try store.open(pipe) else { return pending.answer { $0.reply(error: ENOENT) } }
                 log.settle {
-                    let text = PipeFileSystem.facts(of: log).value(of: attribute)
+                    let text = self.value(of: attribute, pipe, log)
                     pending.answer { $0.reply(xattr: text, size: size) }
                 }
             } catch {
@@ -156,6 +151,14 @@ extension PipeFileSystem {
     private func refuseAttribute(_ request: Request, _ code: Int32, _ message: String, _ attribute: String) {
         logger.notice("\(message)", metadata: ["op": "xattr", "attribute": "\(attribute)", "errno": "\(errnoName(code))"])
         request.reply(error: code)
+    }
+
+    private func value(of attribute: PipeAttribute, _ pipe: PipeName, _ log: PipeLog) -> String {
+        switch attribute {
+        case .readers: return "\(openReaders(of: pipe))"
+        case .retention: return "\(retention(of: pipe))"
+        case .messages, .bytes, .oldest, .end: return PipeFileSystem.facts(of: log).value(of: attribute)
+        }
     }
 
     /// The pipe's retention as the store knows it (none for a store without retention).

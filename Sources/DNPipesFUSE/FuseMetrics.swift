@@ -158,8 +158,10 @@ public final class PipeSeries: Sendable {
     private let state = LockedValue<(counters: [PipeName: PipeCounters], gauges: [PipeName: Gauges])>(([:], [:]))
     private let pipes = Gauge(label: "dnpipes_pipes")
 
+    /// A pipe's counters; without metrics a handle's own, which counts nothing, so nothing is kept per pipe.
     func counters(for pipe: PipeName) -> PipeCounters {
-        state.withLock { state in
+        guard FuseMetrics.isEnabled else { return PipeCounters(pipe) }
+        return state.withLock { state in
             if let c = state.counters[pipe] { return c }
             let c = PipeCounters(pipe)
             state.counters[pipe] = c

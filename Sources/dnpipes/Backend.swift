@@ -43,7 +43,9 @@ struct KafkaSettings {
 func makeStore(kafka: KafkaSettings?, dataDirectory: String, maxMessageBytes: Int, defaultRetention: Retention = .none,
                logger: Logger) throws -> PipeStore {
     if let kafka {
-        return try KafkaStore(configuration: kafka.configuration(maxMessageBytes: maxMessageBytes), logger: logger)
+        var configuration = try kafka.configuration(maxMessageBytes: maxMessageBytes)
+        configuration.defaultRetention = defaultRetention
+        return try KafkaStore(configuration: configuration, logger: logger)
     }
     return try EmbeddedStore(directory: dataDirectory,
                              configuration: .init(maxMessageBytes: maxMessageBytes, defaultRetention: defaultRetention), logger: logger)

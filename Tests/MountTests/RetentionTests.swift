@@ -99,3 +99,23 @@ extension MountTestCase {
         ok("getfattr --only-values -n user.dnpipes.retention \(pipe)", file: file, line: line)
     }
 }
+
+/// Kafka: a pipe's retention is kept on the brokers, so another host sees it and it outlives the mount.
+final class KafkaRetentionTests: TwoHostTestCase {
+    func testAnotherHostAndARemountSeeTheRetention() throws {
+        ok("echo old > p")
+        XCTAssertEqual(ok("cat .drain/p", timeout: 20), "old\n")
+        let other = "\(mnt2)/p"
+        XCTAssertEqual(retention(other), "none")
+        ok("setfattr -n user.dnpipes.retention -v 2s p")
+        // The other host streams the pipe already: it reads the retention again within ten seconds.
+        eventually("test \"$(getfattr --only-values -n user.dnpipes.retention \(quote(other)))\" = 2s", seconds: 20)
+        sleep(3)
+        ok("echo new > p")
+        eventually("test \"$(cat \(quote(mnt2 + "/.drain/p")))\" = new", seconds: 10)
+        unmountAll()
+        try mount()
+        XCTAssertEqual(retention(), "2s")
+        XCTAssertEqual(ok("cat .drain/p", timeout: 20), "new\n")
+    }
+}
