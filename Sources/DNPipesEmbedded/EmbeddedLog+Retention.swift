@@ -88,6 +88,7 @@ extension EmbeddedLog: RetainedCounting {
                 return "pipe \(name): cannot start a new segment to free expired messages; trying again later"
             }
             segments.append(fresh)
+            directoryUnsynced = true
         }
         var byte = start == index.origin ? 0 : ages.byte(at: start) ?? 0
         var dropped: [Segment] = []

@@ -41,7 +41,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     private var servingTicket: UInt64 = 0
     /// Segments written since their last fdatasync (the active one included when dirty).
     var unsynced: [ObjectIdentifier: Segment] = [:]
-    private var directoryUnsynced = false
+    var directoryUnsynced = false
     private var waitingForSync: [@Sendable (Error?) -> Void] = []
     /// The appends (by turn) that the waiting syncs cover.
     private var syncUpTo: UInt64 = 0

@@ -48,7 +48,11 @@ public enum FuseMetrics {
         guard let req else { return }
         let key = UInt(bitPattern: req)
         let now = DispatchTime.now().uptimeNanoseconds
-        started.withLock { $0[key] = (operation, now) }
+        started.withLock { table in
+            // A request answered some other way than through `Request` would stay here: never let them pile up.
+            if table.count > 1 << 16 { table.removeAll() }
+            table[key] = (operation, now)
+        }
     }
 
     /// The request was answered with `error` (0 for success).
@@ -61,13 +65,11 @@ public enum FuseMetrics {
         guard error != 0 else { return }
         let name = errnoName(error)
         let key = operation.rawValue + " " + name
-        let counter = errors.withLock { counters in
-            if let c = counters[key] { return c }
-            let c = Counter(label: "dnpipes_fuse_errors_total", dimensions: [("op", operation.rawValue), ("errno", name)])
-            counters[key] = c
-            return c
-        }
-        counter.increment()
+        if let counter = errors.withLock({ $0[key] }) { return counter.increment() }
+        // Made outside the lock (the factory takes its own); a second maker of the same series gets it too.
+        let made = Counter(label: "dnpipes_fuse_errors_total", dimensions: [("op", operation.rawValue), ("errno", name)])
+        errors.withLock { $0[key] = $0[key] ?? made }
+        made.increment()
     }
 }
 
