@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Logging
 import DNPipesCore
 
 /// Retention on the embedded store: a pipe's `retention` file holds its value (`7d`, or no file for none).
@@ -77,15 +78,16 @@ extension EmbeddedLog: RetainedCounting {
     /// Frees the disk of expired messages, a whole segment at a time, without reading a record: segments
     /// whose every message has expired are unlinked after the new start offset is written; an active segment
     /// holding an expired message is closed (a new one takes the next pushes), so it goes once the rest of
-    /// it expires. Runs on the sync queue, in order with resets and syncs. Returns a line for the log, if any.
-    func dropExpiredSegments() -> String? {
+    /// it expires. Runs on the sync queue, in order with resets and syncs.
+    func dropExpiredSegments(logger: Logger) {
         lock.lock()
-        guard !removed, ages.retention.seconds != nil else { lock.unlock(); return nil }
+        guard !removed, ages.retention.seconds != nil else { lock.unlock(); return }
         let kept = oldestKept()
         if let active = segments.last, active.count > 0, active.base < kept {
             guard let fresh = try? Segment.create(directory: directory, base: end) else {
                 lock.unlock()
-                return "pipe \(name): cannot start a new segment to free expired messages; trying again later"
+                return logger.warning("cannot start a new segment to free expired messages; trying again in a second",
+                                      metadata: ["pipe": "\(name)", "op": "expire"])
             }
             segments.append(fresh)
             directoryUnsynced = true
@@ -98,7 +100,8 @@ extension EmbeddedLog: RetainedCounting {
             byte += segment.size - segment.count * Int64(RecordFormat.headerSize) + segment.count
             dropped.append(segment)
         }
-        guard !dropped.isEmpty else { lock.unlock(); return nil }
+        guard !dropped.isEmpty else { lock.unlock(); return }
+        let oldStart = dropped[0].base
         start = segments[0].base
         ages.rebase(at: start, byte: byte)
         let newStart = start
@@ -106,10 +109,12 @@ extension EmbeddedLog: RetainedCounting {
         // Durable order as for a reset: the new start offset first, then the files go; a crash in between
         // leaves files that the next open deletes.
         do { try writeStartFile(newStart) } catch {
-            return "pipe \(name): expired messages up to offset \(newStart) are skipped but their segments stay: \(error)"
+            return logger.error("expired messages are skipped but their segments stay on disk",
+                                metadata: ["pipe": "\(name)", "op": "expire", "offset": "\(newStart)", "error": "\(error)"])
         }
         for segment in dropped { unlinkat(directoryFD, Segment.fileName(base: segment.base), 0) }
-        return nil
+        logger.info("expired messages removed", metadata: ["pipe": "\(name)", "op": "expire", "messages": "\(newStart - oldStart)",
+                                                           "segments": "\(dropped.count)", "oldest": "\(newStart)"])
     }
 
     /// Replaces `file` in the directory `dirFD` durably: a temporary file, fsync'ed, renamed over it.

@@ -34,9 +34,7 @@ extension EmbeddedStore: RetentionControl {
             self.lock.lock()
             let open = Array(self.logs.values)
             self.lock.unlock()
-            for log in open {
-                if let problem = log.dropExpiredSegments() { self.logger.warning("\(problem)") }
-            }
+            for log in open { log.dropExpiredSegments(logger: self.logger) }
         }
         timer.resume()
         return timer
