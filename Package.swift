@@ -11,6 +11,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C interop: thin system-library targets, one per C library.
@@ -26,16 +28,22 @@ let package = Package(
         // The embedded durable store: one append-only, checksummed log per pipe.
         .target(name: "DNPipesEmbedded", dependencies: ["CCRC32C", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
         // The Kafka backend: pipes are single-partition topics; readers of a pipe share one fetched stream.
-        .target(name: "DNPipesKafka", dependencies: ["CRdKafka", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "DNPipesKafka", dependencies: [
+            "CRdKafka", "DNPipesCore", .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
         // The kernel interface: serves a PipeStore as a FUSE filesystem.
         .target(name: "DNPipesFUSE", dependencies: [
             "CFuse", "DNPipesCore", .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The command line.
         .executableTarget(name: "dnpipes", dependencies: [
             "DNPipesCore", "DNPipesEmbedded", "DNPipesKafka", "DNPipesFUSE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // The benchmark (scripts/bench): dnpipes next to kcat, plain librdkafka clients and a plain file.
         .executableTarget(name: "dnpipes-bench", dependencies: [

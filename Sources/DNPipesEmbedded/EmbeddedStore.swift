@@ -20,9 +20,12 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         public var maxMessageBytes: Int
         /// A segment is closed and a new one started once it grows past this size.
         public var segmentBytes: Int64
-        public init(maxMessageBytes: Int = 1 << 20, segmentBytes: Int64 = 128 << 20) {
+        /// The retention of pipes made from now on.
+        public var defaultRetention: Retention
+        public init(maxMessageBytes: Int = 1 << 20, segmentBytes: Int64 = 128 << 20, defaultRetention: Retention = .none) {
             self.maxMessageBytes = maxMessageBytes
             self.segmentBytes = segmentBytes
+            self.defaultRetention = defaultRetention
         }
     }
 
@@ -36,15 +39,17 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
 
     public let directory: String
     private let config: Configuration
-    private let logger: Logger
+    let logger: Logger
     private let lockFD: Int32
     private let pipesDirectory: String
     private let trashDirectory: String
     private let syncQueue = DispatchQueue(label: "dnpipes.embedded.sync")
+    /// Frees expired segments (see EmbeddedStore+Retention.swift).
+    private var expiry: DispatchSourceTimer?
 
-    private let lock = NSLock()
+    let lock = NSLock()
     private var names: Set<PipeName> = []
-    private var logs: [PipeName: EmbeddedLog] = [:]
+    var logs: [PipeName: EmbeddedLog] = [:]
     private var trashCounter = 0
     /// Pipes whose log is being read for a first open (see `open`), and a count of deletions, by which an
     /// open tells that the pipe it read was deleted meanwhile.
@@ -81,6 +86,7 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
             }
         }
         logger.info("embedded store at \(directory): \(names.count) pipes")
+        expiry = startExpiry(queue: syncQueue)
     }
 
     deinit { close(lockFD) }
@@ -100,6 +106,7 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if names.contains(name) { return false }
         try EmbeddedLog.create(name: name, directory: path(of: name))
+        try EmbeddedLog.writeRetention(config.defaultRetention, directory: path(of: name))
         try EmbeddedLog.fsyncDirectory(pipesDirectory)
         names.insert(name)
         logger.info("created pipe \(name)")
@@ -172,6 +179,7 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
 
     /// Waits for every pending sync, so that nothing written is left in the page cache alone.
     public func shutdown() {
+        expiry?.cancel()
         lock.lock()
         let open = Array(logs.values)
         lock.unlock()

@@ -6,7 +6,7 @@ import Glibc
 // The C entry points libfuse calls, one thin trampoline each, from libfuse's worker threads. They live here
 // as file-level functions (never main-actor isolated) and only forward to `PipeFileSystem`.
 
-private func fs(_ req: fuse_req_t?) -> PipeFileSystem {
+func fs(_ req: fuse_req_t?) -> PipeFileSystem {
     Unmanaged<PipeFileSystem>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
 }
 
@@ -78,5 +78,6 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.readdir = { req, _, size, off, fi in fs(req).readdir(Request(raw: req!), fh: dnp_fi_fh(fi), size: size, offset: Int(off)) }
     ops.releasedir = { req, _, fi in fs(req).releasedir(Request(raw: req!), fh: dnp_fi_fh(fi)) }
     ops.statfs = { req, _ in fs(req).statfs(Request(raw: req!)) }
+    addExtendedAttributeOperations(&ops)
     return ops
 }

@@ -5,6 +5,8 @@ import DNPipesCore
 
 /// What FUSE's file callbacks need of an open handle: a pipe's (`OpenPipe`) or a group reader's.
 protocol OpenFile: AnyObject, Sendable {
+    /// The pipe read or written (a group reader's is the pipe its group reads).
+    var pipeName: PipeName { get }
     var canRead: Bool { get }
     func read(_ request: Request, size: Int, offset: Int64, flags: Int32)
     func write(_ request: Request, bytes: UnsafeRawBufferPointer, flags: Int32)
@@ -13,7 +15,9 @@ protocol OpenFile: AnyObject, Sendable {
     func release()
 }
 
-extension OpenPipe: OpenFile {}
+extension OpenPipe: OpenFile {
+    var pipeName: PipeName { log.name }
+}
 
 /// One open handle on `.group/GROUP/PIPE` or `.take/GROUP/PIPE`: a reader that is a member of the group, so
 /// that every message of the pipe goes to one reader of the group.
@@ -24,6 +28,7 @@ extension OpenPipe: OpenFile {}
 /// last byte is read. A read that finds nothing is parked with the group member and answered from there.
 final class GroupReader: OpenFile, Sendable {
     let canRead = true
+    var pipeName: PipeName { member.pipeName }
     private let member: GroupMember
     /// `.take/`: done at the last byte rather than at the next read.
     private let oneShot: Bool

@@ -36,8 +36,8 @@ public final class PipeFileSystem: @unchecked Sendable {
     let owner = (uid: getuid(), gid: getgid())
     let mountTime: timespec = { var t = timespec(); clock_gettime(CLOCK_REALTIME, &t); return t }()
 
-    private let lock = NSLock()
-    private var handles: [UInt64: OpenFile] = [:]
+    let lock = NSLock()
+    var handles: [UInt64: OpenFile] = [:]
     private var nextHandle: UInt64 = 0
 
     public init(store: PipeStore, options: Options, logger: Logger) {
@@ -353,6 +353,7 @@ public final class PipeFileSystem: @unchecked Sendable {
         st.f_frsize = 4096
         st.f_namemax = UInt(PipeName.maxLength)
         st.f_files = UInt((try? store.list().count) ?? 0)
+        request.finished(0)
         fuse_reply_statfs(request.raw, &st)
     }
 

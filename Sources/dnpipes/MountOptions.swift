@@ -12,6 +12,10 @@ struct MountOptions: Equatable {
     var maxDeliveries: Int?
     var deadLetterSuffix: String?
     var groupTimeout: Double?
+    /// The retention of pipes made from now on (see `Retention`).
+    var retention: Retention?
+    /// Where Prometheus scrapes the daemon's metrics (HOST:PORT); off when nil.
+    var metricsAddress: String?
     var fuse: [String] = []
     var kafka: [(String, String)] = []
 
@@ -19,6 +23,7 @@ struct MountOptions: Equatable {
         a.dataDirectory == b.dataDirectory && a.brokers == b.brokers && a.maxMessageBytes == b.maxMessageBytes
             && a.topicPrefix == b.topicPrefix && a.kafkaConfigFile == b.kafkaConfigFile
             && a.maxDeliveries == b.maxDeliveries && a.deadLetterSuffix == b.deadLetterSuffix && a.groupTimeout == b.groupTimeout
+            && a.retention == b.retention && a.metricsAddress == b.metricsAddress
             && a.fuse == b.fuse && a.kafka.map { "\($0)=\($1)" } == b.kafka.map { "\($0)=\($1)" }
     }
 
@@ -77,6 +82,13 @@ struct MountOptions: Equatable {
                         throw Invalid(description: "option group_timeout needs seconds, from 1 to 3600")
                     }
                     result.groupTimeout = seconds
+                case "retention":
+                    do { result.retention = try Retention(parsing: value ?? "") } catch {
+                        throw Invalid(description: "option retention: \(error)")
+                    }
+                case "metrics_address":
+                    guard let value, !value.isEmpty else { throw Invalid(description: "option metrics_address needs HOST:PORT") }
+                    result.metricsAddress = value
                 case "ro":
                     throw Invalid(description: "option ro is not supported: a pipe directory is written to by design")
                 case _ where key.hasPrefix("kafka."):

@@ -159,10 +159,13 @@ struct List: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List the pipes.")
 
     @OptionGroup var backend: BackendOptions
+    @Flag(name: .customShort("l"), help: "One line per pipe with its messages, bytes, last push and retention.")
+    var long = false
 
     func run() throws {
         let (store, _) = try backend.openStore()
         defer { store.shutdown() }
+        if long { return try LongListing.print(store) }
         for name in try store.list() { print(name) }
     }
 }
