@@ -64,6 +64,7 @@ public final class GroupMember: @unchecked Sendable {
     /// state that is not the group's.
     private var ready = false
     private var readyTarget: Int64?
+    private var whenReady: [() -> Void] = []
     /// Offsets this member won and has not handed out yet, ascending.
     private var pool: [Int64] = []
     /// Offsets handed to local readers and not done or given back yet.
@@ -228,12 +229,16 @@ public final class GroupMember: @unchecked Sendable {
     public func addAvailabilityObserver(_ callback: @escaping @Sendable () -> Void) -> Int { availability.add(callback) }
     public func removeAvailabilityObserver(_ token: Int) { availability.remove(token) }
 
-    /// Messages of the pipe not done by the group: free ones and ones some member holds.
+    /// Messages of the pipe not done by the group: free ones and ones some member holds; answered once the
+    /// journal was read up to its end.
     public func backlog(completion: @escaping @Sendable (_ free: Int, _ out: Int) -> Void) {
         queue.async { [self] in
-            let bounds = pipe.bounds()
-            let counts = ledger.backlog(from: bounds.oldest, below: bounds.end)
-            completion(counts.free, counts.out)
+            let answer = { [self] in
+                let bounds = pipe.bounds()
+                let counts = ledger.backlog(from: bounds.oldest, below: bounds.end)
+                completion(counts.free, counts.out)
+            }
+            if ready { answer() } else { whenReady.append(answer) }
         }
     }
 
@@ -259,6 +264,11 @@ public final class GroupMember: @unchecked Sendable {
         }
         if !ready, let target = readyTarget, journalNext >= target {
             ready = true
+            defer {
+                let waiting = whenReady
+                whenReady = []
+                waiting.forEach { $0() }
+            }
             if !settings.othersMayBeAlive {
                 // No one else serves this store: whatever earlier members held is free now.
                 for member in ledger.holdings.keys where member != memberID {

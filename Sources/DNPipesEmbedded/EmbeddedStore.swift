@@ -106,7 +106,8 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if names.contains(name) { return false }
         try EmbeddedLog.create(name: name, directory: path(of: name))
-        try EmbeddedLog.writeRetention(config.defaultRetention, directory: path(of: name))
+        // A group's journal keeps every entry: dropping old ones would forget done marks.
+        try EmbeddedLog.writeRetention(GroupJournal.isJournal(name) ? .none : config.defaultRetention, directory: path(of: name))
         try EmbeddedLog.fsyncDirectory(pipesDirectory)
         names.insert(name)
         logger.info("created pipe \(name)")

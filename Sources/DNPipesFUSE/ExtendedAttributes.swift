@@ -42,6 +42,9 @@ extension PipeFileSystem {
     /// here yet, or Kafka counting its own acknowledged pushes) parked and answered from the work queue once
     /// the log has opened and settled, as `getattr` does.
     func getxattr(_ request: Request, ino: UInt64, name rawName: UnsafePointer<CChar>, size: Int) {
+        if case .member(let group, let pipe, _) = inodes.node(ino) {
+            return groupBacklog(request, group: group, pipe: pipe, name: String(cString: rawName), size: size)
+        }
         guard case .pipe(let pipe, _) = inodes.node(ino) else {
             return request.reply(error: inodes.node(ino) == nil ? ENOENT : ENODATA)
         }
@@ -69,6 +72,7 @@ extension PipeFileSystem {
     func listxattr(_ request: Request, ino: UInt64, size: Int) {
         switch inodes.node(ino) {
         case .pipe: request.reply(xattrBytes: PipeAttribute.list, size: size)
+        case .member: request.reply(xattrBytes: GroupAttribute.list, size: size)
         case nil: request.reply(error: ENOENT)
         default: request.reply(xattrBytes: [], size: size)
         }

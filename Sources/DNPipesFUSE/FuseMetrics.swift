@@ -174,7 +174,7 @@ public final class PipeSeries: Sendable {
     /// Brings the gauges up to date before a scrape and drops the series of pipes that no longer exist.
     /// Answers from memory only (the store's listing, open logs), so a scrape never waits for the brokers.
     public func refresh(_ filesystem: PipeFileSystem) {
-        guard let names = try? filesystem.store.list() else { return }
+        guard let names = try? filesystem.store.list().filter({ !GroupJournal.isJournal($0) }) else { return }
         let existing = Set(names)
         let readers = filesystem.openReaders()
         var retained: [PipeName: Int64] = [:]

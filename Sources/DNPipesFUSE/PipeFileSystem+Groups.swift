@@ -84,4 +84,46 @@ extension PipeFileSystem {
             }
         }
     }
+
+    /// `getfattr -n user.dnpipes.backlog .group/GROUP/PIPE`: what the group has not done, without reading
+    /// it: `backlog` (free: no member has it) and `taken` (out with a member on any host: with a reader, or
+    /// claimed ahead for its readers). A group that
+    /// never read the pipe has every retained message free; asking does not make it.
+    func groupBacklog(_ request: Request, group: PipeName, pipe: PipeName, name: String, size: Int) {
+        guard let attribute = GroupAttribute(name: name) else { return request.reply(error: ENODATA) }
+        let pending = PendingReply(request, interrupts: interrupts)
+        work.async { [self] in
+            do {
+                let journal = try GroupJournal.name(group: group, pipe: pipe)
+                guard store.contains(journal) else {
+                    guard let log = try store.open(pipe) else { return pending.answer { $0.reply(error: ENOENT) } }
+                    let free = attribute == .backlog ? PipeFileSystem.facts(of: log).messages : 0
+                    return pending.answer { $0.reply(xattr: "\(free)", size: size) }
+                }
+                try groups.member(group: group, pipe: pipe).backlog { free, out in
+                    pending.answer { $0.reply(xattr: "\(attribute == .backlog ? free : out)", size: size) }
+                }
+            } catch PipeError.noSuchPipe {
+                pending.answer { $0.reply(error: ENOENT) }
+            } catch {
+                logger.error("reading a group's backlog failed", metadata: ["group": "\(group)", "pipe": "\(pipe)", "error": "\(error)"])
+                pending.answer { $0.reply(error: EIO) }
+            }
+        }
+    }
+}
+
+/// The attributes of a group's view of a pipe.
+enum GroupAttribute: String, CaseIterable {
+    /// Messages no reader of the group has yet.
+    case backlog
+    /// Messages out with a member of the group, not done yet: being read, or claimed ahead for its readers.
+    case taken
+
+    init?(name: String) {
+        guard name.hasPrefix(PipeAttribute.prefix) else { return nil }
+        self.init(rawValue: String(name.dropFirst(PipeAttribute.prefix.count)))
+    }
+
+    static let list: [UInt8] = allCases.flatMap { Array((PipeAttribute.prefix + $0.rawValue).utf8) + [0] }
 }

@@ -352,7 +352,7 @@ public final class PipeFileSystem: @unchecked Sendable {
         st.f_bsize = 4096
         st.f_frsize = 4096
         st.f_namemax = UInt(PipeName.maxLength)
-        st.f_files = UInt((try? store.list().count) ?? 0)
+        st.f_files = UInt((try? store.list().filter { !GroupJournal.isJournal($0) }.count) ?? 0)
         request.finished(0)
         fuse_reply_statfs(request.raw, &st)
     }

@@ -262,7 +262,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             switch err {
             case RD_KAFKA_RESP_ERR_NO_ERROR:
                 logger.info("created pipe \(name) (topic \(topicName))")
-                if configuration.defaultRetention != .none {
+                if configuration.defaultRetention != .none && !GroupJournal.isJournal(name) {   // journals keep every entry
                     do { try recordRetention(configuration.defaultRetention, of: name) } catch {
                         logger.error("the pipe keeps every message: its retention was not recorded",
                                      metadata: ["pipe": "\(name)", "retention": "\(configuration.defaultRetention)", "error": "\(error)"])

@@ -15,7 +15,7 @@ enum LongListing {
     /// Opens every pipe and lets each settle at once (a Kafka pipe counts what its topic holds, briefly
     /// bounded), then prints them in name order.
     static func print(_ store: PipeStore) throws {
-        let names = try store.list()
+        let names = try store.list().filter { !GroupJournal.isJournal($0) }
         let rows = LockedValue<[PipeName: Row]>([:])
         let done = DispatchGroup()
         for name in names {

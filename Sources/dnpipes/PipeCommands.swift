@@ -166,6 +166,6 @@ struct List: ParsableCommand {
         let (store, _) = try backend.openStore()
         defer { store.shutdown() }
         if long { return try LongListing.print(store) }
-        for name in try store.list() { print(name) }
+        for name in try store.list() where !GroupJournal.isJournal(name) { print(name) }
     }
 }

@@ -145,6 +145,29 @@ final class GroupTests: MountTestCase {
         XCTAssertNotEqual(sh("mkfifo .group.1.g.jobs2").status, 0, "journal names are not pipe names")
     }
 
+    /// A group's backlog shows as attributes of its view, without reading: free and taken messages.
+    func testBacklogShowsAsAttributes() {
+        ok("seq 1 6 > jobs")
+        XCTAssertEqual(ok("getfattr --only-values -n user.dnpipes.backlog .group/g/jobs"), "6", "a group that never read has everything left")
+        XCTAssertEqual(ok("ls .group/"), "", "asking did not make the group")
+        XCTAssertEqual(ok("timeout 10 head -n 2 .take/g/jobs"), "1\n2\n")
+        // While a reader holds job 3, its mount has the other four claimed ahead for its readers: all taken.
+        let out = ok("""
+        python3 -c '
+        import time
+        f = open(".group/g/jobs")
+        print(f.readline(), end="", flush=True)
+        time.sleep(30)' > "$ROOT/held" & holder=$!
+        for i in $(seq 100); do [ -s "$ROOT/held" ] && break; sleep 0.1; done
+        echo "$(getfattr --only-values -n user.dnpipes.backlog .group/g/jobs) $(getfattr --only-values -n user.dnpipes.taken .group/g/jobs)"
+        kill $holder; wait $holder 2>/dev/null || true
+        """, timeout: 40)
+        XCTAssertEqual(out, "0 4\n")
+        eventually("[ \"$(getfattr --only-values -n user.dnpipes.backlog .group/g/jobs)\" = 4 ]")
+        XCTAssertEqual(ok("getfattr --only-values -n user.dnpipes.taken .group/g/jobs"), "0")
+        XCTAssertEqual(ok("getfattr -d -m - .take/g/jobs | grep -c user.dnpipes"), "2\n")
+    }
+
     /// Deleting a pipe forgets what groups did with it: a pipe made again under its name starts afresh.
     func testDeletedPipeIsForgottenByItsGroups() {
         ok("echo one > jobs")
@@ -180,6 +203,7 @@ final class GroupTests: MountTestCase {
         XCTAssertEqual(ok("timeout 10 head -n 2 .take/g/jobs"), "1\n2\n")
         XCTAssertEqual(ok("timeout 20 \"$DNPIPES\" pull $BACKEND --group g --limit 2 jobs"), "3\n4\n")
         XCTAssertEqual(ok("timeout 10 head -n 2 .take/g/jobs"), "5\n6\n")
+        XCTAssertEqual(ok("\"$DNPIPES\" ls $BACKEND"), "jobs\n", "a group's journal is not listed as a pipe")
     }
 }
 
