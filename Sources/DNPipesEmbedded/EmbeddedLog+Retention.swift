@@ -45,14 +45,16 @@ extension EmbeddedLog: RetainedCounting {
         syncQueue.async { [self] in
             do {
                 if isRemoved { throw PipeError.removed(name) }
-                if retention == .none {
-                    if unlinkat(directoryFD, EmbeddedLog.retentionFile, 0) != 0 && errno != ENOENT {
-                        throw SystemError(what: "remove \(directory)/\(EmbeddedLog.retentionFile)", code: errno)
+                try withDirectory { directoryFD in
+                    if retention == .none {
+                        if unlinkat(directoryFD, EmbeddedLog.retentionFile, 0) != 0 && errno != ENOENT {
+                            throw SystemError(what: "remove \(directory)/\(EmbeddedLog.retentionFile)", code: errno)
+                        }
+                        try systemCall("fsync \(directory)") { fsync(directoryFD) }
+                    } else {
+                        try EmbeddedLog.replaceFile(EmbeddedLog.retentionFile, in: directoryFD, directory: directory,
+                                                    text: "\(retention)\n")
                     }
-                    try systemCall("fsync \(directory)") { fsync(directoryFD) }
-                } else {
-                    try EmbeddedLog.replaceFile(EmbeddedLog.retentionFile, in: directoryFD, directory: directory,
-                                                text: "\(retention)\n")
                 }
                 lock.lock()
                 ages.retention = retention
@@ -112,7 +114,7 @@ extension EmbeddedLog: RetainedCounting {
             return logger.error("expired messages are skipped but their segments stay on disk",
                                 metadata: ["pipe": "\(name)", "op": "expire", "offset": "\(newStart)", "error": "\(error)"])
         }
-        for segment in dropped { unlinkat(directoryFD, Segment.fileName(base: segment.base), 0) }
+        try? withDirectory { dir in for segment in dropped { unlinkat(dir, Segment.fileName(base: segment.base), 0) } }
         logger.info("expired messages removed", metadata: ["pipe": "\(name)", "op": "expire", "messages": "\(newStart - oldStart)",
                                                            "segments": "\(dropped.count)", "oldest": "\(newStart)"])
     }
@@ -135,8 +137,7 @@ extension MessageAges {
     /// A segment found at open: its messages from `start` on count as pushed when the file was last written.
     mutating func noteSegment(_ segment: Segment, from start: Int64, byte: Int64) {
         guard segment.count > 0, segment.base + segment.count > start else { return }
-        var st = stat()
-        guard fstat(segment.fd, &st) == 0 else { return }
+        guard let st = try? segment.status() else { return }
         let millis = Int64(st.st_mtim.tv_sec) * 1000 + Int64(st.st_mtim.tv_nsec) / 1_000_000
         note(offset: max(segment.base, start), millis: millis, byte: byte)
     }

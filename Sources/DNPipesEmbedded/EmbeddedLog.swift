@@ -15,7 +15,6 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     let directory: String
     /// The pipe's directory, held open: work finished outside the lock (a reset's last steps) goes to this
     /// directory even if the pipe was deleted meanwhile and its name reused.
-    let directoryFD: Int32
     private let config: EmbeddedStore.Configuration
     let syncQueue: DispatchQueue
     private let observers = Observers()
@@ -60,7 +59,6 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         self.syncQueue = syncQueue
         self.notifyQueue = DispatchQueue(label: "dnpipes.embedded.observers", target: .global())
         self.segments = segments
-        self.directoryFD = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         let last = segments.last!
         self.end = last.base + last.count
         self.start = min(start, end)
@@ -69,7 +67,13 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         self.ages = ages
     }
 
-    deinit { if directoryFD >= 0 { close(directoryFD) } }
+    /// Runs `body` with the pipe's directory open: it is opened for each use (resets, retention), so that an
+    /// idle pipe holds no descriptor.
+    func withDirectory<T>(_ body: (Int32) throws -> T) throws -> T {
+        let fd = try systemCall("open \(directory)") { Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        return try body(fd)
+    }
 
     static let startFile = "start"
 
@@ -114,8 +118,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             try fsyncDirectory(directory)
         }
         // The newest segment was written last: its mtime is the last push (or the reset that started it).
-        var st = stat()
-        let lastPush = fstat(segments.last!.fd, &st) == 0 ? st.st_mtim : StreamExtent.now()
+        let lastPush = (try? segments.last!.status().st_mtim) ?? StreamExtent.now()
         return EmbeddedLog(name: name, directory: directory, config: config, syncQueue: syncQueue,
                            segments: segments, start: start, index: index, lastPush: lastPush, ages: ages)
     }
@@ -175,8 +178,19 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             if let hint = positionHints[from], hint.0 == segment.base { scanStart = (from, hint.1) }
             lock.unlock()
 
-            let result = try segment.read(from: from, scanFrom: scanStart, limit: limit, maxBytes: max(1, maxBytes),
+            let result: (messages: MessageBlock, next: Int64, position: Int64)
+            do {
+                result = try segment.read(from: from, scanFrom: scanStart, limit: limit, maxBytes: max(1, maxBytes),
                                           maxPayload: config.maxMessageBytes)
+            } catch let gone as SegmentGone {
+                // Its file was closed by the descriptor cache and unlinked since by a reset or retention: look
+                // again from the oldest message kept now. A segment still in the log must not be missing.
+                lock.lock()
+                let stillThere = segments.contains { $0 === segment }
+                lock.unlock()
+                if stillThere { throw PipeError.io("\(gone), yet the pipe still holds it") }
+                continue
+            }
             if !result.messages.isEmpty {
                 lock.lock()
                 if positionHints.count > 4096 { positionHints.removeAll(keepingCapacity: true) }
@@ -229,7 +243,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 // Durable order: the new start offset (and the new segment's directory entry) first, then the
                 // old files go. A crash in between leaves files that the next open deletes.
                 try writeStartFile(newStart)
-                for s in old { unlinkat(directoryFD, Segment.fileName(base: s.base), 0) }
+                try? withDirectory { dir in for s in old { unlinkat(dir, Segment.fileName(base: s.base), 0) } }
                 notifyObservers()
                 completion(nil)
             } catch {
@@ -385,6 +399,10 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     }
 
     func writeStartFile(_ value: Int64) throws {
+        try withDirectory { directoryFD in try writeStartFile(value, in: directoryFD) }
+    }
+
+    private func writeStartFile(_ value: Int64, in directoryFD: Int32) throws {
         let tmp = EmbeddedLog.startFile + ".tmp"
         let fd = try systemCall("create \(directory)/\(tmp)") { openat(directoryFD, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
         defer { close(fd) }

@@ -13,6 +13,10 @@ import DNPipesCore
 ///     DATA/pipes/NAME/start      oldest readable offset (written by reset)
 ///     DATA/pipes/NAME/*.log      segments, named by base offset
 ///     DATA/trash/                deleted pipes on their way out
+///
+/// Segment files are opened through one bounded cache (`DescriptorCache`, 256 files) and a pipe's directory
+/// only while a reset or a retention change uses it, so the daemon's descriptors stay bounded however many
+/// pipes it serves.
 // @unchecked Sendable: `names`, `logs`, `opening`, `removals` and `trashCounter` are guarded by `lock`; the
 // rest is set in init.
 public final class EmbeddedStore: PipeStore, @unchecked Sendable {
