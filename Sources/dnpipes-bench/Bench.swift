@@ -24,7 +24,7 @@ struct Run: ParsableCommand {
     @Option(help: "Messages in the latency measurement.") var latencyMessages = 1000
     @Option(help: "Reader counts for the fan-out measurement.") var readers = "1,16,64,256"
     @Option(help: "Messages every fan-out reader reads.") var fanoutMessages = 100_000
-    @Option(help: "Measurements to run.") var only = "push,latency,fanout,embedded,programs,workqueue"
+    @Option(help: "Measurements to run.") var only = "push,latency,fanout,embedded,programs,workqueue,scale"
     @Option(help: "Where to write the results as JSON.") var json = "bench-results.json"
     @Option(help: "The dnpipes binary (default: next to this one).") var dnpipes: String?
     @Option(help: "The kcat binary.") var kcat = "kcat"
@@ -65,6 +65,9 @@ struct Run: ParsableCommand {
                 comparisons.append(try WorkQueueThroughput(backend: "embedded", mounts: [e], rounds: rounds).run())
             }
             e.unmount()
+        }
+        if wanted.contains("scale") {
+            comparisons += try ScaleRows(binary: binary, work: work, rounds: rounds).run()
         }
         if !wanted.isDisjoint(with: ["push", "pull", "latency", "fanout", "workqueue"]) {
             let broker = try Broker(work: work)
