@@ -285,8 +285,9 @@ public final class PipeFileSystem: @unchecked Sendable {
         work.async { [self] in
             do {
                 try store.remove(pipe)
-                groups.pipeRemoved(pipe)
                 pending.answer { $0.replyOK() }
+                // After the answer: forgetting the groups' journals waits for their last entries.
+                groups.pipeRemoved(pipe)
             } catch PipeError.noSuchPipe {
                 pending.answer { $0.reply(error: ENOENT) }
             } catch {

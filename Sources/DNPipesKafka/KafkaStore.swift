@@ -27,6 +27,10 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private var lookupsUnansweredAt: DispatchTime?
     /// Pipes whose topic is being made on the brokers (see `create`).
     private var creating: Set<PipeName> = []
+    /// Pipes removed here whose topics are being deleted (no date yet) or were deleted at the date: until the
+    /// brokers' listings stop showing them (at most 10 s), a listing that still has them does not bring
+    /// them back.
+    private var deleting: [PipeName: Date?] = [:]
     private var pipes: [PipeName: KafkaPipe] = [:]
     /// Partition counts from the latest metadata, by topic.
     private var partitionCounts: [String: Int] = [:]
@@ -126,6 +130,12 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         // it has no such grace any more: a later listing without it means it was deleted.
         for name in seen { createdAt[name] = nil }
         createdAt = createdAt.filter { now.timeIntervalSince($0.value) < 10 }
+        // Deleted here: left out while the brokers still list the topic (briefly), forgotten once they do not.
+        deleting = deleting.filter { name, deletedAt in
+            guard let deletedAt else { return true }   // still being deleted
+            return seen.contains(name) && now.timeIntervalSince(deletedAt) < 10
+        }
+        seen.subtract(deleting.keys)
         let graced = createdAt
         lock.unlock()
         // A pipe within its grace that a reader has open: after a couple of seconds, ask about its topic
@@ -185,8 +195,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         guard topicName.utf8.count <= PipeName.maxLength else { return false }
         lock.lock()
         let quiet = lookupsUnansweredAt.map { DispatchTime.now() < $0 + 2 } ?? false
+        let beingDeleted = deleting[name] != nil
         lock.unlock()
-        if quiet { return false }
+        if quiet || beingDeleted { return false }
         switch topicExists(topicName) {
         case true?: break
         case false?: return false
@@ -243,6 +254,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         names.insert(name)
         createdAt[name] = Date()   // until every broker's metadata lists it
         creating.insert(name)
+        deleting[name] = nil
         lock.unlock()
         topicAdmin.async { [self] in makeTopic(of: name) }
         return true
@@ -309,35 +321,56 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         }
     }
 
+    /// Removes a pipe: it is gone here at once (its readers reach end-of-file, listings leave it out), and
+    /// its topic is deleted on the brokers in the background, in order with creations, as `create` makes
+    /// topics: the kernel holds the directory's lock while an unlink is out, and with the brokers slow or away
+    /// a wait here would stall every `ls` of the mount. If the brokers refuse the deletion, the log says why
+    /// and the pipe comes back with the next listing.
     public func remove(_ name: PipeName) throws {
         guard contains(name) else { throw PipeError.noSuchPipe(name) }
-        // A topic still being made is deleted after it is (not on a FUSE thread: remove runs on the work queue).
-        if isBeingCreated(name) { topicAdmin.sync {} }
-        let topicName = topic(for: name)
-        guard let deleteTopic = rd_kafka_DeleteTopic_new(topicName) else { throw PipeError.io("topic \(topicName)") }
-        defer { rd_kafka_DeleteTopic_destroy(deleteTopic) }
-        var topics: [OpaquePointer?] = [deleteTopic]
-        let err = try adminRequest(what: "delete topic \(topicName)") { options, queue in
-            rd_kafka_DeleteTopics(admin, &topics, 1, options, queue)
-        } result: { event in
-            let result = rd_kafka_event_DeleteTopics_result(event)
-            var count = 0
-            guard let list = rd_kafka_DeleteTopics_result_topics(result, &count), count > 0 else { return RD_KAFKA_RESP_ERR_UNKNOWN }
-            return rd_kafka_topic_result_error(list[0])
-        }
-        if err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART {
-            throw PipeError.unavailable("deleting topic \(topicName) failed: \(KafkaHandle.describe(err))")
-        }
         lock.lock()
         names.remove(name)
         createdAt[name] = nil
+        deleting[name] = .some(nil)
         let pipe = pipes.removeValue(forKey: name)
         lock.unlock()
         if let pipe {
             pipe.markRemoved()
             consumer.unassign(pipe)
         }
+        topicAdmin.async { [self] in deleteTopic(of: name) }
         logger.info("deleted pipe \(name)")
+    }
+
+    /// Deletes a removed pipe's topic (see `remove`). Runs on `topicAdmin`.
+    private func deleteTopic(of name: PipeName) {
+        let topicName = topic(for: name)
+        var failure: String?
+        do {
+            guard let deleteTopic = rd_kafka_DeleteTopic_new(topicName) else { throw PipeError.io("topic \(topicName)") }
+            defer { rd_kafka_DeleteTopic_destroy(deleteTopic) }
+            var topics: [OpaquePointer?] = [deleteTopic]
+            let err = try adminRequest(what: "delete topic \(topicName)") { options, queue in
+                rd_kafka_DeleteTopics(admin, &topics, 1, options, queue)
+            } result: { event in
+                let result = rd_kafka_event_DeleteTopics_result(event)
+                var count = 0
+                guard let list = rd_kafka_DeleteTopics_result_topics(result, &count), count > 0 else { return RD_KAFKA_RESP_ERR_UNKNOWN }
+                return rd_kafka_topic_result_error(list[0])
+            }
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART { failure = KafkaHandle.describe(err) }
+        } catch {
+            failure = "\(error)"
+        }
+        lock.lock()
+        // Made again meanwhile: that creation (queued after this deletion) owns the name now.
+        let current = deleting[name] != nil
+        if current { deleting[name] = failure == nil ? .some(Date()) : nil }
+        lock.unlock()
+        if let failure, current {
+            logger.error("the brokers did not delete the pipe's topic; it comes back with the next listing",
+                         metadata: ["pipe": "\(name)", "topic": "\(topicName)", "error": "\(failure)"])
+        }
     }
 
     public func openedLog(_ name: PipeName) -> PipeLog? {

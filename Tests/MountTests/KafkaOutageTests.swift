@@ -133,6 +133,30 @@ final class KafkaOutageTests: MountTestCase {
         eventually("[ $(ls \"$ROOT/other\" | grep -c '^made') = 24 ]", seconds: 30)
     }
 
+    /// `rm` does not wait for a frozen broker either (the kernel holds the directory's lock while it is out):
+    /// the pipes go at once, `ls` answers meanwhile, and the topics are deleted once the broker answers.
+    func testRemovalsAnswerWhileTheBrokerIsFrozenAndTopicsGoLater() throws {
+        ok("for k in $(seq 12); do mkfifo gone$k; done; mkfifo kept")
+        guard let broker else { return XCTFail("no broker") }
+        let other = root + "/other"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        try mount(["--brokers", "127.0.0.1:\(relayPort)"], at: other)
+        eventually("[ $(ls \"$ROOT/other\" | grep -c '^gone') = 12 ]", seconds: 30)
+        kill(broker.processIdentifier, SIGSTOP)
+        defer { kill(broker.processIdentifier, SIGCONT) }
+        let out = ok("""
+        ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+        start=$(date +%s%N); for k in $(seq 12); do timeout 20 rm gone$k & done; wait; t=$(ms $start)
+        [ $t -lt 2000 ] && echo "rm answered" || echo "rm took $t ms"
+        start=$(date +%s%N); names=$(timeout 5 ls); t=$(ms $start)
+        [ $t -lt 1000 ] && echo "ls: $names" || echo "ls took $t ms"
+        """, timeout: 60)
+        XCTAssertEqual(out, "rm answered\nls: kept\n")
+        kill(broker.processIdentifier, SIGCONT)
+        eventually("[ $(ls \"$ROOT/other\" | grep -c '^gone') = 0 ]", seconds: 30)
+        XCTAssertEqual(ok("ls"), "kept\n", "a listing while the deletions were under way brought none back")
+    }
+
     /// While the broker is away librdkafka's local queue fills: writes then wait without holding a FUSE
     /// thread (more writers than the mount has threads, and it still answers), a signal ends such a write at
     /// once, and once the broker is back the writers that were not stopped finish with every line in order.
