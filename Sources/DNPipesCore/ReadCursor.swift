@@ -48,7 +48,7 @@ public struct ReadCursor: Sendable {
     public mutating func fill(capacity: Int,
                               fetch: (_ partition: Int, _ from: Int64, _ maxBytes: Int) throws -> MessageBatch?) rethrows -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(Swift.min(capacity, 1 << 16))
+        out.reserveCapacity(Swift.min(capacity, 1 << 20))
         if hasCarry {
             let n = Swift.min(capacity, carry.count - carryStart)
             out.append(contentsOf: carry[carryStart..<(carryStart + n)])
@@ -91,28 +91,31 @@ public struct ReadCursor: Sendable {
     private mutating func take(_ batch: MessageBatch, into out: inout [UInt8], capacity: Int, partition: Int) -> Bool {
         var full = false
         var next = offsets[partition]
-        for index in 0..<batch.count {
-            var message = batch.block[index]
-            next = batch.offsets[index] + 1
-            if skip > 0 {
-                // skipAhead left at most this message's bytes to drop: its newline still comes out.
-                message = message.dropFirst(Int(skip))
-                skip = 0
+        // Copied from the batch's buffer in place: a slice per message would cost a retain and a release.
+        batch.block.bytes.withUnsafeBufferPointer { all in
+            for (index, range) in batch.block.ranges.enumerated() {
+                var message = UnsafeBufferPointer(rebasing: all[range])
+                next = batch.offsets[index] + 1
+                if skip > 0 {
+                    // skipAhead left at most this message's bytes to drop: its newline still comes out.
+                    message = UnsafeBufferPointer(rebasing: message.dropFirst(Int(Swift.min(skip, Int64(message.count)))))
+                    skip = 0
+                }
+                let room = capacity - out.count
+                if message.count + 1 <= room {
+                    out.append(contentsOf: message)
+                    out.append(UInt8(ascii: "\n"))
+                } else {
+                    let n = Swift.min(room, message.count)
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: message.prefix(n)))
+                    carry = Array(message.dropFirst(n))
+                    carry.append(UInt8(ascii: "\n"))
+                    carryStart = 0
+                    full = true
+                    break
+                }
+                if out.count == capacity { full = true; break }
             }
-            let room = capacity - out.count
-            if message.count + 1 <= room {
-                out.append(contentsOf: message)
-                out.append(UInt8(ascii: "\n"))
-            } else {
-                let n = Swift.min(room, message.count)
-                out.append(contentsOf: message.prefix(n))
-                carry = Array(message.dropFirst(n))
-                carry.append(UInt8(ascii: "\n"))
-                carryStart = 0
-                full = true
-                break
-            }
-            if out.count == capacity { full = true; break }
         }
         offsets[partition] = next
         return full

@@ -198,11 +198,15 @@ struct RecordScanner {
     /// The next valid record; its payload is appended to `block` when `copy` is true.
     mutating func next(appendingTo block: inout MessageBlock, when copy: Bool) throws -> Record? {
         while true {
-            let parsed = buffer.withUnsafeBytes { RecordFormat.parse($0, at: cursor, maxPayload: maxPayload) }
+            // Parsed and copied in place: a slice of the buffer per record would cost a retain and a release.
+            let parsed = buffer.withUnsafeBytes { raw in
+                let parsed = RecordFormat.parse(raw, at: cursor, maxPayload: maxPayload)
+                if copy, case .record(let payload, _) = parsed { block.append(UnsafeRawBufferPointer(rebasing: raw[payload])) }
+                return parsed
+            }
             switch parsed {
-            case .record(let payload, let size):
+            case .record(_, let size):
                 let position = bufferPosition + Int64(cursor)
-                if copy { block.append(buffer[payload]) }
                 cursor += size
                 return Record(position: position, size: size)
             case .corrupt:
@@ -215,18 +219,18 @@ struct RecordScanner {
                 let want = max(chunk, needed ?? 0, RecordFormat.headerSize)
                 let toRead = Int(min(Int64(want), limit - here))
                 if toRead <= remaining { sawCorruption = remaining > 0; return nil }
-                var fresh = [UInt8](repeating: 0, count: toRead)
-                let got = try fresh.withUnsafeMutableBytes { raw -> Int in
+                // Read straight into new storage, not zero-filled first.
+                let fd = self.fd
+                let fresh = try [UInt8](unsafeUninitializedCapacity: toRead) { raw, initialized in
                     var done = 0
                     while done < toRead {
                         let n = try systemCall("read segment") { pread(fd, raw.baseAddress! + done, toRead - done, off_t(here) + off_t(done)) }
                         if n == 0 { break }
                         done += n
                     }
-                    return done
+                    initialized = done
                 }
-                if got <= remaining { sawCorruption = remaining > 0; return nil }
-                fresh.removeLast(toRead - got)
+                if fresh.count <= remaining { sawCorruption = remaining > 0; return nil }
                 buffer = fresh
                 bufferPosition = here
                 cursor = 0
