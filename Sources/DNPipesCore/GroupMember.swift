@@ -67,6 +67,9 @@ public final class GroupMember: @unchecked Sendable {
     private var whenReady: [() -> Void] = []
     /// Offsets this member won and has not handed out yet, ascending.
     private var pool: [Int64] = []
+    /// Messages of the pool fetched along with an earlier one: a fetch reads a block of the pipe (64 KiB on
+    /// the embedded store), so fetching each message alone would read each block once per message.
+    private var bodies: [Int64: [UInt8]] = [:]
     /// Offsets handed to local readers and not done or given back yet.
     private var handed: Set<Int64> = []
     private struct Waiter { let id: UInt64; let deliver: @Sendable (GroupGrant) -> Bool }
@@ -295,6 +298,7 @@ public final class GroupMember: @unchecked Sendable {
                 logger.warning("this host was taken for lost by the group; what it held goes to other readers",
                                metadata: ["group": "\(group)", "pipe": "\(pipeName)", "by": "\(record.author)"])
                 pool = []
+                bodies = [:]
             }
         default:
             break
@@ -355,11 +359,17 @@ public final class GroupMember: @unchecked Sendable {
             if offset < bounds.oldest {
                 // Reset away: not a message any more.
                 pool.removeFirst()
+                bodies[offset] = nil
                 append(.done(member: memberID, offsets: [offset]))
                 continue
             }
+            if let bytes = bodies.removeValue(forKey: offset) {
+                pool.removeFirst()
+                handOut(offset, bytes)
+                continue
+            }
             let fetched: Fetched
-            do { fetched = try pipe.fetch(from: offset, maxBytes: 1) } catch {
+            do { fetched = try pipe.fetch(from: offset, maxBytes: 64 << 10) } catch {
                 logger.error("reading a pipe for its group failed", metadata: ["group": "\(group)", "pipe": "\(pipeName)", "error": "\(error)"])
                 break
             }
@@ -379,24 +389,33 @@ public final class GroupMember: @unchecked Sendable {
                     append(.done(member: memberID, offsets: [offset]))
                     continue
                 }
-                let bytes = Array(batch.block[0])
-                if ledger.deliveries(of: offset) > settings.maxDeliveries {
-                    moveToDeadLetter(offset, bytes)
-                    continue
+                if batch.count > 1 {
+                    let wanted = Set(pool.prefix(1024))
+                    for i in 1..<batch.count where wanted.contains(batch.offsets[i]) { bodies[batch.offsets[i]] = Array(batch.block[i]) }
                 }
-                handed.insert(offset)
-                var delivered = false
-                while !delivered && !waiters.isEmpty {
-                    delivered = waiters.removeFirst().deliver(.message(offset: offset, bytes: bytes))
-                }
-                if !delivered {
-                    handed.remove(offset)
-                    pool.insert(offset, at: 0)
-                }
+                handOut(offset, Array(batch.block[0]))
             }
         }
         claimIfWanted(bounds)
         updateAvailability()
+    }
+
+    /// Gives a message of the pool (taken off it) to the first reader still waiting, or back to the pool.
+    private func handOut(_ offset: Int64, _ bytes: [UInt8]) {
+        if ledger.deliveries(of: offset) > settings.maxDeliveries {
+            moveToDeadLetter(offset, bytes)
+            return
+        }
+        handed.insert(offset)
+        var delivered = false
+        while !delivered && !waiters.isEmpty {
+            delivered = waiters.removeFirst().deliver(.message(offset: offset, bytes: bytes))
+        }
+        if !delivered {
+            handed.remove(offset)
+            pool.insert(offset, at: 0)
+            bodies[offset] = bytes
+        }
     }
 
     static let maxClaimAhead = 256
@@ -439,6 +458,7 @@ public final class GroupMember: @unchecked Sendable {
         guard !pool.isEmpty else { return }
         append(.unclaim(member: memberID, offsets: pool))
         pool = []
+        bodies = [:]
     }
 
     /// Pushes a message given out too often to the dead-letter pipe, then marks it done (so a crash between
