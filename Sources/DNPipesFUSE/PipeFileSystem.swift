@@ -16,10 +16,21 @@ public final class PipeFileSystem: @unchecked Sendable {
         public var maxMessageBytes: Int
         /// How long the kernel may cache names and attributes. Short: another host may create or delete pipes.
         public var cacheSeconds: Double
-        public init(maxMessageBytes: Int = 1 << 20, cacheSeconds: Double = 1) {
+        /// Who the mount's directories and pipes belong to: the daemon's user and group unless set, so that a
+        /// mount made by root can be handed to other users (with allow_other, whose file modes the kernel checks).
+        public var uid: uid_t?
+        public var gid: gid_t?
+        /// The permission bits of every pipe; a directory has them plus search where they allow reading.
+        public var pipeMode: mode_t
+        public init(maxMessageBytes: Int = 1 << 20, cacheSeconds: Double = 1, uid: uid_t? = nil, gid: gid_t? = nil,
+                    pipeMode: mode_t = 0o644) {
             self.maxMessageBytes = maxMessageBytes
             self.cacheSeconds = cacheSeconds
+            self.uid = uid
+            self.gid = gid
+            self.pipeMode = pipeMode & 0o777
         }
+        var directoryMode: mode_t { pipeMode | ((pipeMode & 0o444) >> 2) }
     }
 
     let store: PipeStore
@@ -28,7 +39,7 @@ public final class PipeFileSystem: @unchecked Sendable {
     let inodes = Inodes()
     let interrupts = InterruptTable()
     private let work = DispatchQueue(label: "dnpipes.fs.work", attributes: .concurrent)
-    private let owner = (uid: getuid(), gid: getgid())
+    private let owner: (uid: uid_t, gid: gid_t)
     private let mountTime: timespec = { var t = timespec(); clock_gettime(CLOCK_REALTIME, &t); return t }()
 
     private let lock = NSLock()
@@ -39,12 +50,13 @@ public final class PipeFileSystem: @unchecked Sendable {
         self.store = store
         self.options = options
         self.logger = logger
+        owner = (options.uid ?? getuid(), options.gid ?? getgid())
     }
 
     // MARK: Attributes
 
     private func directoryAttributes(_ ino: UInt64) -> Attributes {
-        Attributes(ino: ino, mode: S_IFDIR | 0o755, nlink: 2, uid: owner.uid, gid: owner.gid, time: mountTime,
+        Attributes(ino: ino, mode: S_IFDIR | options.directoryMode, nlink: 2, uid: owner.uid, gid: owner.gid, time: mountTime,
                    timeout: options.cacheSeconds)
     }
 
@@ -53,7 +65,7 @@ public final class PipeFileSystem: @unchecked Sendable {
     /// for a pipe no one here has opened. The kernel may not cache them: they change with every push.
     private func pipeAttributes(_ name: PipeName, view: Inodes.View, extent: StreamExtent? = nil) -> Attributes {
         let extent = extent ?? store.openedLog(name)?.streamExtent()
-        return Attributes(ino: inodes.ino(of: name, view: view), mode: S_IFREG | (view == .pipe ? 0o644 : 0o444),
+        return Attributes(ino: inodes.ino(of: name, view: view), mode: S_IFREG | (view == .pipe ? options.pipeMode : options.pipeMode & 0o444),
                           uid: owner.uid, gid: owner.gid, time: extent?.lastPush ?? mountTime,
                           timeout: options.cacheSeconds, size: extent?.size ?? 0, attributeTimeout: 0)
     }
@@ -63,7 +75,7 @@ public final class PipeFileSystem: @unchecked Sendable {
         case .root, .directory: return directoryAttributes(ino)
         case .pipe(let name, let view): return store.contains(name) ? pipeAttributes(name, view: view) : nil
         case .fifoAlias:
-            return Attributes(ino: ino, mode: S_IFIFO | 0o644, uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0)
+            return Attributes(ino: ino, mode: S_IFIFO | options.pipeMode, uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0)
         case nil: return nil
         }
     }
@@ -225,7 +237,7 @@ public final class PipeFileSystem: @unchecked Sendable {
             do {
                 guard try store.create(pipe) else { return pending.answer { $0.reply(error: EEXIST) } }
                 if type == S_IFIFO {
-                    let alias = Attributes(ino: inodes.fifoAlias(for: pipe), mode: S_IFIFO | 0o644,
+                    let alias = Attributes(ino: inodes.fifoAlias(for: pipe), mode: S_IFIFO | options.pipeMode,
                                            uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0)
                     pending.answer { $0.reply(entry: alias) }
                 } else {

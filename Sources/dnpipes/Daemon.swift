@@ -100,7 +100,9 @@ enum Daemon {
             logger.critical("cannot open the store: \(error)")
             throw ExitCode(1)
         }
-        let filesystem = PipeFileSystem(store: store, options: .init(maxMessageBytes: settings.maxMessageBytes), logger: logger)
+        let filesystem = PipeFileSystem(store: store, options: .init(maxMessageBytes: settings.maxMessageBytes,
+                                                                     uid: settings.uid, gid: settings.gid,
+                                                                     pipeMode: settings.mode ?? 0o644), logger: logger)
         let mount: FuseMount
         do {
             mount = try FuseMount(filesystem: filesystem, mountpoint: settings.mountpoint,

@@ -6,12 +6,17 @@ struct MountOptions: Equatable {
     var maxMessageBytes: Int?
     var topicPrefix: String?
     var kafkaConfigFile: String?
+    /// Owner and permission bits of the mount's pipes and directories (`uid=`, `gid=`, `mode=`).
+    var uid: UInt32?
+    var gid: UInt32?
+    var mode: UInt32?
     var fuse: [String] = []
     var kafka: [(String, String)] = []
 
     static func == (a: MountOptions, b: MountOptions) -> Bool {
         a.dataDirectory == b.dataDirectory && a.brokers == b.brokers && a.maxMessageBytes == b.maxMessageBytes
             && a.topicPrefix == b.topicPrefix && a.kafkaConfigFile == b.kafkaConfigFile
+            && a.uid == b.uid && a.gid == b.gid && a.mode == b.mode
             && a.fuse == b.fuse && a.kafka.map { "\($0)=\($1)" } == b.kafka.map { "\($0)=\($1)" }
     }
 
@@ -54,6 +59,16 @@ struct MountOptions: Equatable {
                 case "kafka_config":
                     guard let value, !value.isEmpty else { throw Invalid(description: "option kafka_config needs a file") }
                     result.kafkaConfigFile = value
+                case "uid", "gid":
+                    guard let value, let id = UInt32(value), id != UInt32.max else {
+                        throw Invalid(description: "option \(key) needs a numeric id")
+                    }
+                    if key == "uid" { result.uid = id } else { result.gid = id }
+                case "mode":
+                    guard let value, let bits = UInt32(value, radix: 8), bits <= 0o777 else {
+                        throw Invalid(description: "option mode needs octal permission bits such as 0660")
+                    }
+                    result.mode = bits
                 case "ro":
                     throw Invalid(description: "option ro is not supported: a pipe directory is written to by design")
                 case _ where key.hasPrefix("kafka."):
