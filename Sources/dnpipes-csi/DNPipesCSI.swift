@@ -17,7 +17,8 @@ struct DNPipesCSI: AsyncParsableCommand {
         discussion: """
         Each published volume is a `dnpipes mount` daemon of its own, in its own session, so that it keeps \
         serving when this plugin stops or is killed; a plugin that starts again finds its volumes in the \
-        state directory, keeps the live mounts and cleans up those whose daemon died.
+        state directory, keeps the live mounts and cleans up those whose daemon died. The first process \
+        runs the gRPC server as a child, starts it again if it ends unasked, and reaps exited daemons.
         """
     )
 
@@ -35,6 +36,8 @@ struct DNPipesCSI: AsyncParsableCommand {
     var dnpipes: String?
 
     mutating func run() async throws {
+        if !Supervisor.isServer { Supervisor.run() }
+        Supervisor.followSupervisor()
         var logger = Logger(label: "dnpipes-csi")
         logger.logLevel = .info
         signal(SIGPIPE, SIG_IGN)

@@ -77,14 +77,22 @@ class CSIPluginTestCase: XCTestCase {
         throw XCTSkip("no plugin")
     }
 
-    /// The plugin's own pid (the child of its `timeout` wrapper).
+    /// The plugin's first process (the child of its `timeout` wrapper).
     var pluginPID: Int32? {
         guard let p = plugin else { return nil }
         return Int32(shell("pgrep -P \(p.processIdentifier) -f dnpipes-csi", timeout: 10).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
-    /// Kills the plugin with SIGKILL: nothing of it runs on, as after a crash or an OOM kill.
+    /// The gRPC server's pid: the child of the plugin's first process (its supervisor).
+    var serverPID: Int32? {
+        guard let supervisor = pluginPID else { return nil }
+        return Int32(shell("pgrep -P \(supervisor) -x dnpipes-csi", timeout: 10).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// Kills the plugin's first process with SIGKILL: its server dies with it and nothing of the plugin runs
+    /// on, as when its container is killed.
     func killPlugin() {
         if let pid = pluginPID { kill(pid, SIGKILL) }
         plugin?.waitUntilExit()

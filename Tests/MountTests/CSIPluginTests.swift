@@ -100,6 +100,30 @@ final class CSIPluginTests: CSIPluginTestCase {
         try ok("Node.NodeUnpublishVolume", ["volume_id": "pipes-volume", "target_path": mnt])
     }
 
+    /// A crash of the server (here SIGKILL) is not a restart of the plugin: its first process starts the
+    /// server again, which adopts the volume, still serving.
+    func testKilledServerIsStartedAgainAndTheVolumeKeepsServing() throws {
+        let mnt = target()
+        try ok("Node.NodePublishVolume", publishRequest(target: mnt))
+        guard let first = serverPID else { return XCTFail("no server process") }
+        kill(first, SIGKILL)
+        XCTAssertEqual(asUser("mkfifo p && echo meanwhile > p && cat .drain/p", in: mnt).stdout, "meanwhile\n")
+        var restarted: Int32?
+        for _ in 0..<100 where restarted == nil {
+            usleep(100_000)
+            if let pid = serverPID, pid != first, (try? call("Identity.Probe", timeout: 10))?.output.contains("\"ready\": true") == true {
+                restarted = pid
+            }
+        }
+        XCTAssertNotNil(restarted, "no new server answered Probe: \(pluginOutput)")
+        XCTAssertTrue(pluginOutput.contains("the server ended (signal 9"), pluginOutput)
+        XCTAssertTrue(pluginOutput.contains("adopted live volume"), pluginOutput)
+        try ok("Node.NodeUnpublishVolume", ["volume_id": "pipes-volume", "target_path": mnt])
+        XCTAssertEqual(mountType(mnt), "")
+        // The daemon exited and was reaped: no zombie is left under the plugin.
+        XCTAssertEqual(shell("ps -o stat= --ppid \(pluginPID ?? 0) | grep -c Z", timeout: 10).stdout, "0\n")
+    }
+
     /// A daemon that died while the plugin was down leaves a mount that answers ENOTCONN: the plugin
     /// cleans it up when it starts, and the volume can be unpublished (or published again).
     func testDeadMountIsCleanedUpAtStart() throws {
