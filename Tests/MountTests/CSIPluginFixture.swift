@@ -142,8 +142,8 @@ class CSIPluginTestCase: XCTestCase {
 
     /// A NodePublishVolume request for the test broker, as kubelet sends it for a PersistentVolume.
     func publishRequest(volume: String = "pipes-volume", target: String, readonly: Bool = false, fsGroup: String? = nil,
-                        context: [String: String] = [:], secrets: [String: String] = [:]) -> [String: Any] {
-        var mount: [String: Any] = [:]
+                        context: [String: String] = [:], secrets: [String: String] = [:], mountFlags: [String] = []) -> [String: Any] {
+        var mount: [String: Any] = ["mount_flags": mountFlags]
         if let fsGroup { mount["volume_mount_group"] = fsGroup }
         var volumeContext = ["brokers": broker.address, "topicPrefix": topicPrefix,
                              "csi.storage.k8s.io/pod.name": "app-0", "csi.storage.k8s.io/pod.namespace": "default"]

@@ -54,11 +54,13 @@ final class CSIPluginTests: CSIPluginTestCase {
     /// With an fsGroup, kubelet passes the group (VOLUME_MOUNT_GROUP) and only its members get in.
     func testFSGroupOwnsTheVolume() throws {
         let mnt = target()
-        try ok("Node.NodePublishVolume", publishRequest(target: mnt, fsGroup: "2345"))
-        let member = asUser("mkfifo events && echo started > events && cat .drain/events && stat -c '%a %g' events .", uid: 1000, gid: 1000,
-                            groups: [2345], in: mnt)
-        XCTAssertEqual(member.status, 0, member.stderr)
-        XCTAssertEqual(member.stdout, "started\n660 2345\n770 2345\n")
+        // The volume's mountOptions reach the mount: here a small message limit.
+        try ok("Node.NodePublishVolume", publishRequest(target: mnt, fsGroup: "2345", mountFlags: ["max_message=16"]))
+        let member = asUser("""
+        mkfifo events && echo started > events && cat .drain/events && stat -c '%a %g' events .
+        echo 'a line longer than sixteen bytes' 2>&1 > events | grep -o 'Message too long'
+        """, uid: 1000, gid: 1000, groups: [2345], in: mnt)
+        XCTAssertEqual(member.stdout, "started\n660 2345\n770 2345\nMessage too long\n", member.stderr)
         let stranger = asUser("cat \(quote(mnt))/.drain/events", uid: 1001, gid: 1001, in: root)
         XCTAssertNotEqual(stranger.status, 0)
         XCTAssertTrue(stranger.stderr.contains("Permission denied"), stranger.stderr)
@@ -75,8 +77,10 @@ final class CSIPluginTests: CSIPluginTestCase {
         echo two > log 2>/dev/null || echo "write: $?"
         mkfifo other 2>&1 | grep -o 'Read-only file system'
         echo three 2>&1 > log | grep -o 'Read-only file system'
+        rm log 2>&1 | grep -o 'Read-only file system'
+        truncate -s 0 log 2>&1 | grep -o 'Read-only file system'
         """, in: reader)
-        XCTAssertEqual(r.stdout, "one\nwrite: 1\nRead-only file system\nRead-only file system\n", r.stderr)
+        XCTAssertEqual(r.stdout, "one\nwrite: 1\n" + String(repeating: "Read-only file system\n", count: 4), r.stderr)
         XCTAssertEqual(pull("log"), "one\n")
         // A read-only publish of a path published writable is another volume.
         try fails("Node.NodePublishVolume", publishRequest(volume: "writer", target: writer, readonly: true), with: "ALREADY_EXISTS")
@@ -140,6 +144,17 @@ final class CSIPluginTests: CSIPluginTestCase {
         try ok("Node.NodeUnpublishVolume", ["volume_id": "pipes-volume", "target_path": mnt])
     }
 
+    /// Without brokers, a volume is an embedded store of its own on the node, gone when it is unpublished.
+    func testVolumeWithoutBrokersIsAnEmbeddedStoreOfItsOwn() throws {
+        let mnt = target()
+        try ok("Node.NodePublishVolume", publishRequest(target: mnt).removingBrokers())
+        let r = asUser("mkfifo local && echo here > local && cat .drain/local", in: mnt)
+        XCTAssertEqual(r.stdout, "here\n", r.stderr)
+        XCTAssertEqual(pull("local"), "", "an embedded volume's pipe reached the broker")
+        try ok("Node.NodeUnpublishVolume", ["volume_id": "pipes-volume", "target_path": mnt])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: state + "/volumes"), [])
+    }
+
     func testMissingOrBadFieldsAreInvalidArgument() throws {
         let mnt = target()
         let good = publishRequest(target: mnt)
@@ -180,5 +195,17 @@ final class CSIPluginTests: CSIPluginTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: mnt), "target left behind")
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: state + "/volumes"), [])
         XCTAssertNotEqual(shell("pgrep -f -- '--[d]ata-dir \(state)/'", timeout: 10).status, 0, "a daemon is left")
+    }
+}
+
+private extension Dictionary where Key == String, Value == Any {
+    /// The request with neither brokers nor a topic prefix in its volume context.
+    func removingBrokers() -> [String: Any] {
+        var request = self
+        var context = request["volume_context"] as? [String: String] ?? [:]
+        context["brokers"] = nil
+        context["topicPrefix"] = nil
+        request["volume_context"] = context
+        return request
     }
 }
