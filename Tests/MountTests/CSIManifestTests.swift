@@ -130,4 +130,23 @@ final class CSIManifestTests: CSIPluginTestCase {
         XCTAssertFalse(r.stdout.contains("FAIL"), r.stdout)
         XCTAssertEqual(r.stdout.split(separator: "\n").count, 41, r.stdout)
     }
+
+    func testDockerfileBuildsThePluginAndDNPipes() throws {
+        let text = try String(contentsOfFile: manifests + "/Dockerfile", encoding: .utf8)
+        let from = text.split(separator: "\n").filter { $0.hasPrefix("FROM ") }
+        XCTAssertEqual(from.count, 2, "multi-stage: \(from)")
+        XCTAssertTrue(text.contains("--product dnpipes ") && text.contains("--product dnpipes-csi "), "builds both binaries")
+        XCTAssertTrue(text.contains("ENTRYPOINT [\"/usr/local/bin/dnpipes-csi\"]"))
+        // What the build copies exists and is let through by the build's ignore file.
+        let ignore = try String(contentsOfFile: manifests + "/Dockerfile.dockerignore", encoding: .utf8)
+        for line in text.split(separator: "\n") where line.hasPrefix("COPY ") && !line.contains("--from") {
+            for source in line.split(separator: " ").dropFirst().dropLast() where !source.hasSuffix("*") {
+                XCTAssertTrue(FileManager.default.fileExists(atPath: repositoryRoot + "/" + source), "COPY \(source)")
+                XCTAssertTrue(ignore.contains("!" + source), "\(source) is ignored by Dockerfile.dockerignore")
+            }
+        }
+        let daemonSet = try String(contentsOfFile: manifests + "/node-daemonset.yaml", encoding: .utf8)
+        XCTAssertTrue(daemonSet.contains("image: registry.example.com/dnpipes-csi:latest"))
+        XCTAssertTrue(text.contains("-t registry.example.com/dnpipes-csi:latest"))
+    }
 }

@@ -104,6 +104,23 @@ final class CSIPluginTests: CSIPluginTestCase {
         try ok("Node.NodeUnpublishVolume", ["volume_id": "pipes-volume", "target_path": mnt])
     }
 
+    /// SIGTERM (a pod's deletion) stops the plugin; its volumes stay mounted for their pods.
+    func testStopSignalStopsThePluginButNotItsVolumes() throws {
+        let mnt = target()
+        try ok("Node.NodePublishVolume", publishRequest(target: mnt))
+        guard let supervisor = pluginPID, let p = plugin else { return XCTFail("no plugin") }
+        kill(supervisor, SIGTERM)
+        let deadline = Date().addingTimeInterval(15)
+        while p.isRunning && Date() < deadline { usleep(50_000) }
+        XCTAssertFalse(p.isRunning, "the plugin did not stop on SIGTERM")
+        XCTAssertEqual(p.terminationStatus, 0)
+        XCTAssertTrue(pluginOutput.contains("published volumes stay mounted"), pluginOutput)
+        XCTAssertEqual(asUser("mkfifo p && echo still > p && cat .drain/p", in: mnt).stdout, "still\n")
+        try startPlugin()
+        try ok("Node.NodeUnpublishVolume", ["volume_id": "pipes-volume", "target_path": mnt])
+        XCTAssertEqual(mountType(mnt), "")
+    }
+
     /// A crash of the server (here SIGKILL) is not a restart of the plugin: its first process starts the
     /// server again, which adopts the volume, still serving.
     func testKilledServerIsStartedAgainAndTheVolumeKeepsServing() throws {
