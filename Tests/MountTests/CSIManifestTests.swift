@@ -131,6 +131,33 @@ final class CSIManifestTests: CSIPluginTestCase {
         XCTAssertEqual(r.stdout.split(separator: "\n").count, 41, r.stdout)
     }
 
+    /// The DaemonSet's own command line, with its container paths under the test directory: the plugin
+    /// serves on the socket the sidecars dial, with the node's name, and keeps its state where it said.
+    func testDaemonSetCommandLineServes() throws {
+        stopPlugin()
+        let r = shell(#"""
+        python3 - "$DIR" <<'PY'
+        import yaml
+        import sys
+        (ds,) = [x for x in yaml.safe_load_all(open(sys.argv[1] + "/node-daemonset.yaml")) if x and x["kind"] == "DaemonSet"]
+        (c,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if "dnpipes-csi" in c["image"]]
+        print("\n".join(c["args"]))
+        PY
+        """#, env: ["DIR": manifests], timeout: 30)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let csiDirectory = (socket as NSString).deletingLastPathComponent
+        let arguments = r.stdout.split(separator: "\n").map {
+            $0.replacingOccurrences(of: "/csi/", with: csiDirectory + "/").replacingOccurrences(of: "$(NODE_NAME)", with: "node-from-env")
+        }
+        XCTAssertEqual(arguments.count, 3, "\(arguments)")
+        try startPlugin(arguments: arguments)
+        XCTAssertEqual((try ok("Node.NodeGetInfo"))["node_id"] as? String, "node-from-env")
+        let mnt = target()
+        try ok("Node.NodePublishVolume", publishRequest(target: mnt))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: csiDirectory + "/state/volumes").count, 1)
+        try ok("Node.NodeUnpublishVolume", ["volume_id": "pipes-volume", "target_path": mnt])
+    }
+
     func testDockerfileBuildsThePluginAndDNPipes() throws {
         let text = try String(contentsOfFile: manifests + "/Dockerfile", encoding: .utf8)
         let from = text.split(separator: "\n").filter { $0.hasPrefix("FROM ") }

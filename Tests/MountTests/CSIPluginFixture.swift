@@ -46,7 +46,7 @@ class CSIPluginTestCase: XCTestCase {
             for m in $(awk -v r="\(root)/" 'index($2, r) == 1 { print $2 }' /proc/self/mounts | sort -r); do
               umount -l "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || true
             done
-            pkill -KILL -f -- "--[d]ata-dir \(state)/" || true
+            pkill -KILL -f -- "--[d]ata-dir \(root)/" || true
             """, timeout: 30)
             try? FileManager.default.removeItem(atPath: root)
         }
@@ -54,11 +54,12 @@ class CSIPluginTestCase: XCTestCase {
     }
 
     /// Starts the plugin (bounded by `timeout`) and waits until it answers Probe with ready.
-    func startPlugin(file: StaticString = #filePath, line: UInt = #line) throws {
+    /// `arguments` replace the usual ones (the socket, node id and state directory of this test).
+    func startPlugin(arguments: [String]? = nil, file: StaticString = #filePath, line: UInt = #line) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        p.arguments = ["600", Self.pluginBinary, "--endpoint", "unix://" + socket, "--node-id", Self.nodeID,
-                       "--state-dir", state, "--dnpipes", dnpipesBinary]
+        p.arguments = ["600", Self.pluginBinary] + (arguments ?? ["--endpoint", "unix://" + socket, "--node-id", Self.nodeID,
+                                                                  "--state-dir", state]) + ["--dnpipes", dnpipesBinary]
         if !FileManager.default.fileExists(atPath: pluginLog) { _ = FileManager.default.createFile(atPath: pluginLog, contents: nil) }
         let log = FileHandle(forWritingAtPath: pluginLog)
         log?.seekToEndOfFile()
