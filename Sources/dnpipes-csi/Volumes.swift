@@ -164,7 +164,8 @@ actor Volumes {
         if let gid = spec.gid { options.append("gid=\(gid)") }
         var arguments = ["mount", spec.targetPath, "--data-dir", directory + "/data", "--log-file", directory + "/dnpipes.log"]
         if let brokers = spec.brokers {
-            arguments += ["--brokers", brokers, "--topic-prefix", spec.topicPrefix ?? ""]
+            arguments += ["--brokers", brokers]
+            if let prefix = spec.topicPrefix { arguments += ["--topic-prefix", prefix] }
             var properties = spec.kafka.merging(secrets.properties) { _, secret in secret }
             for (name, pem) in secrets.pemFiles {
                 let file = directory + "/" + name
