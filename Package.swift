@@ -12,6 +12,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // gRPC for the Kubernetes CSI plugin only (the dnpipes binary does not link it).
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
@@ -28,20 +30,26 @@ let package = Package(
         .target(name: "CCRC32C"),
 
         // Pipe semantics: names, framing, cursors, the storage protocol. Knows neither FUSE nor Kafka.
-        .target(name: "DNPipesCore"),
+        .target(name: "DNPipesCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // The embedded durable store: one append-only, checksummed log per pipe.
         .target(name: "DNPipesEmbedded", dependencies: ["CCRC32C", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
         // The Kafka backend: pipes are single-partition topics; readers of a pipe share one fetched stream.
-        .target(name: "DNPipesKafka", dependencies: ["CRdKafka", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "DNPipesKafka", dependencies: [
+            "CRdKafka", "DNPipesCore", .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
         // The kernel interface: serves a PipeStore as a FUSE filesystem.
         .target(name: "DNPipesFUSE", dependencies: [
             "CFuse", "DNPipesCore", .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The command line.
         .executableTarget(name: "dnpipes", dependencies: [
             "DNPipesCore", "DNPipesEmbedded", "DNPipesKafka", "DNPipesFUSE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // The Kubernetes CSI node plugin: serves CSI's Identity and Node services on a unix socket and runs a
         // `dnpipes mount` daemon per published volume. Generated/ comes from proto/csi.proto (scripts/generate-csi).

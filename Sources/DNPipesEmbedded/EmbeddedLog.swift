@@ -15,21 +15,20 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     let directory: String
     /// The pipe's directory, held open: work finished outside the lock (a reset's last steps) goes to this
     /// directory even if the pipe was deleted meanwhile and its name reused.
-    private let directoryFD: Int32
     private let config: EmbeddedStore.Configuration
-    private let syncQueue: DispatchQueue
+    let syncQueue: DispatchQueue
     private let observers = Observers()
     /// Observers are told here, in order, never from within a push, a reset or a delete: a writer may hold
     /// its own lock around a push, and an observer may take that lock.
     private let notifyQueue: DispatchQueue
 
-    private let lock = NSLock()
-    private var segments: [Segment]
-    private var start: Int64
-    private var end: Int64
-    private var removed = false
+    let lock = NSLock()
+    var segments: [Segment]
+    var start: Int64
+    var end: Int64
+    var removed = false
     /// Byte positions of the framed stream from `start` on.
-    private var index: StreamIndex
+    var index: StreamIndex
     /// When the newest message was written (the pipe's mtime); a reset counts as a change too.
     private var lastPush: timespec
     /// Whether observers have a notification on its way that has not started yet (pushes in a burst share it).
@@ -40,33 +39,41 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     private var nextTicket: UInt64 = 0
     private var servingTicket: UInt64 = 0
     /// Segments written since their last fdatasync (the active one included when dirty).
-    private var unsynced: [ObjectIdentifier: Segment] = [:]
-    private var directoryUnsynced = false
+    var unsynced: [ObjectIdentifier: Segment] = [:]
+    var directoryUnsynced = false
     private var waitingForSync: [@Sendable (Error?) -> Void] = []
     /// The appends (by turn) that the waiting syncs cover.
     private var syncUpTo: UInt64 = 0
     private var syncScheduled = false
     /// Where recent fetches ended: offset -> (segment base, file position), so a sequential reader continues
     /// without consulting the sparse index.
-    private var positionHints: [Int64: (Int64, Int64)] = [:]
+    var positionHints: [Int64: (Int64, Int64)] = [:]
+    /// When messages were pushed and how long they are kept (see EmbeddedLog+Retention.swift).
+    var ages: MessageAges
 
     private init(name: PipeName, directory: String, config: EmbeddedStore.Configuration, syncQueue: DispatchQueue,
-                 segments: [Segment], start: Int64, index: StreamIndex, lastPush: timespec) {
+                 segments: [Segment], start: Int64, index: StreamIndex, lastPush: timespec, ages: MessageAges) {
         self.name = name
         self.directory = directory
         self.config = config
         self.syncQueue = syncQueue
         self.notifyQueue = DispatchQueue(label: "dnpipes.embedded.observers", target: .global())
         self.segments = segments
-        self.directoryFD = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         let last = segments.last!
         self.end = last.base + last.count
         self.start = min(start, end)
         self.index = index
         self.lastPush = lastPush
+        self.ages = ages
     }
 
-    deinit { if directoryFD >= 0 { close(directoryFD) } }
+    /// Runs `body` with the pipe's directory open: it is opened for each use (resets, retention), so that an
+    /// idle pipe holds no descriptor.
+    func withDirectory<T>(_ body: (Int32) throws -> T) throws -> T {
+        let fd = try systemCall("open \(directory)") { Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        return try body(fd)
+    }
 
     static let startFile = "start"
 
@@ -86,6 +93,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         let bases = names.compactMap(Segment.base(ofFileName:)).sorted()
         var segments: [Segment] = []
         var index = StreamIndex(origin: start)
+        var ages = MessageAges(retention: readRetention(directory))
         for (i, base) in bases.enumerated() {
             let path = directory + "/" + Segment.fileName(base: base)
             let isLast = i == bases.count - 1
@@ -93,10 +101,12 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 unlink(path)
                 continue
             }
+            let byteBefore = index.size
             let (segment, cut) = try Segment.open(path: path, base: base, maxPayload: config.maxMessageBytes,
                                                   cutTornTail: isLast) { offset, length in
                 if offset >= start { index.note(offset: offset, length: length) }
             }
+            ages.noteSegment(segment, from: start, byte: byteBefore)
             if cut > 0 {
                 log(isLast ? "pipe \(name): dropped a torn tail of \(cut) bytes from \(path) (never acknowledged)"
                            : "pipe \(name): \(path) has \(cut) unreadable bytes after its last valid record")
@@ -108,10 +118,9 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             try fsyncDirectory(directory)
         }
         // The newest segment was written last: its mtime is the last push (or the reset that started it).
-        var st = stat()
-        let lastPush = fstat(segments.last!.fd, &st) == 0 ? st.st_mtim : StreamExtent.now()
+        let lastPush = (try? segments.last!.status().st_mtim) ?? StreamExtent.now()
         return EmbeddedLog(name: name, directory: directory, config: config, syncQueue: syncQueue,
-                           segments: segments, start: start, index: index, lastPush: lastPush)
+                           segments: segments, start: start, index: index, lastPush: lastPush, ages: ages)
     }
 
     private static func readStart(_ directory: String) -> Int64 {
@@ -123,7 +132,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     func bounds() -> (oldest: Int64, end: Int64) {
         lock.lock(); defer { lock.unlock() }
-        return (start, end)
+        return (oldestKept(), end)
     }
 
     var isRemoved: Bool {
@@ -135,7 +144,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     func readiness(partition: Int, from offset: Int64) -> Readiness {
         lock.lock(); defer { lock.unlock() }
         if removed { return .removed }
-        let from = max(offset, start)
+        let from = max(offset, oldestKept())
         return from < end ? .message(at: from) : .nothing
     }
 
@@ -154,7 +163,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         while true {
             lock.lock()
             if removed { lock.unlock(); return .removed }
-            from = max(from, start)
+            from = max(from, oldestKept())
             if from >= end { lock.unlock(); return .nothing }
             // The last segment whose base is at or below `from`.
             var lo = 0, hi = segments.count - 1
@@ -169,8 +178,19 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             if let hint = positionHints[from], hint.0 == segment.base { scanStart = (from, hint.1) }
             lock.unlock()
 
-            let result = try segment.read(from: from, scanFrom: scanStart, limit: limit, maxBytes: max(1, maxBytes),
+            let result: (messages: MessageBlock, next: Int64, position: Int64)
+            do {
+                result = try segment.read(from: from, scanFrom: scanStart, limit: limit, maxBytes: max(1, maxBytes),
                                           maxPayload: config.maxMessageBytes)
+            } catch let gone as SegmentGone {
+                // Its file was closed by the descriptor cache and unlinked since by a reset or retention: look
+                // again from the oldest message kept now. A segment still in the log must not be missing.
+                lock.lock()
+                let stillThere = segments.contains { $0 === segment }
+                lock.unlock()
+                if stillThere { throw PipeError.io("\(gone), yet the pipe still holds it") }
+                continue
+            }
             if !result.messages.isEmpty {
                 lock.lock()
                 if positionHints.count > 4096 { positionHints.removeAll(keepingCapacity: true) }
@@ -216,13 +236,14 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 }
                 start = newStart
                 index.restart(at: newStart)
+                ages.restart(at: newStart)
                 lastPush = StreamExtent.now()
                 positionHints.removeAll()
                 lock.unlock()
                 // Durable order: the new start offset (and the new segment's directory entry) first, then the
                 // old files go. A crash in between leaves files that the next open deletes.
                 try writeStartFile(newStart)
-                for s in old { unlinkat(directoryFD, Segment.fileName(base: s.base), 0) }
+                try? withDirectory { dir in for s in old { unlinkat(dir, Segment.fileName(base: s.base), 0) } }
                 notifyObservers()
                 completion(nil)
             } catch {
@@ -284,6 +305,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             }
             try active.append(encoded: encoded, recordSizes: sizes)
             unsynced[ObjectIdentifier(active)] = active
+            ages.note(offset: end, millis: currentMillis(), byte: index.size)
             for (i, range) in messages.ranges.enumerated() { index.note(offset: end + Int64(i), length: range.count) }
             end += Int64(messages.count)
             lastPush = StreamExtent.now()
@@ -299,20 +321,20 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     /// Waits (on the sync queue, never a FUSE thread) until every append that took its turn before `ticket`
     /// has written its records or failed.
-    private func waitForAppends(upTo ticket: UInt64) {
+    func waitForAppends(upTo ticket: UInt64) {
         turn.lock()
         while servingTicket < ticket { turn.wait() }
         turn.unlock()
     }
 
     /// How many appends have taken a turn so far.
-    private func ticketsIssued() -> UInt64 {
+    func ticketsIssued() -> UInt64 {
         turn.lock(); defer { turn.unlock() }
         return nextTicket
     }
 
     /// Tells observers on the log's own queue. A notification not yet started covers later changes too.
-    private func notifyObservers() {
+    func notifyObservers() {
         if observers.isEmpty { return }
         lock.lock()
         let schedule = !notifyPending
@@ -376,7 +398,11 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         notifyObservers()
     }
 
-    private func writeStartFile(_ value: Int64) throws {
+    func writeStartFile(_ value: Int64) throws {
+        try withDirectory { directoryFD in try writeStartFile(value, in: directoryFD) }
+    }
+
+    private func writeStartFile(_ value: Int64, in directoryFD: Int32) throws {
         let tmp = EmbeddedLog.startFile + ".tmp"
         let fd = try systemCall("create \(directory)/\(tmp)") { openat(directoryFD, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
         defer { close(fd) }

@@ -13,6 +13,10 @@ import DNPipesCore
 ///     DATA/pipes/NAME/start      oldest readable offset (written by reset)
 ///     DATA/pipes/NAME/*.log      segments, named by base offset
 ///     DATA/trash/                deleted pipes on their way out
+///
+/// Segment files are opened through one bounded cache (`DescriptorCache`, 256 files) and a pipe's directory
+/// only while a reset or a retention change uses it, so the daemon's descriptors stay bounded however many
+/// pipes it serves.
 // @unchecked Sendable: `names`, `logs`, `opening`, `removals` and `trashCounter` are guarded by `lock`; the
 // rest is set in init.
 public final class EmbeddedStore: PipeStore, @unchecked Sendable {
@@ -20,9 +24,12 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         public var maxMessageBytes: Int
         /// A segment is closed and a new one started once it grows past this size.
         public var segmentBytes: Int64
-        public init(maxMessageBytes: Int = 1 << 20, segmentBytes: Int64 = 128 << 20) {
+        /// The retention of pipes made from now on.
+        public var defaultRetention: Retention
+        public init(maxMessageBytes: Int = 1 << 20, segmentBytes: Int64 = 128 << 20, defaultRetention: Retention = .none) {
             self.maxMessageBytes = maxMessageBytes
             self.segmentBytes = segmentBytes
+            self.defaultRetention = defaultRetention
         }
     }
 
@@ -36,15 +43,17 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
 
     public let directory: String
     private let config: Configuration
-    private let logger: Logger
+    let logger: Logger
     private let lockFD: Int32
     private let pipesDirectory: String
     private let trashDirectory: String
     private let syncQueue = DispatchQueue(label: "dnpipes.embedded.sync")
+    /// Frees expired segments (see EmbeddedStore+Retention.swift).
+    private var expiry: DispatchSourceTimer?
 
-    private let lock = NSLock()
+    let lock = NSLock()
     private var names: Set<PipeName> = []
-    private var logs: [PipeName: EmbeddedLog] = [:]
+    var logs: [PipeName: EmbeddedLog] = [:]
     private var trashCounter = 0
     /// Pipes whose log is being read for a first open (see `open`), and a count of deletions, by which an
     /// open tells that the pipe it read was deleted meanwhile.
@@ -81,6 +90,7 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
             }
         }
         logger.info("embedded store at \(directory): \(names.count) pipes")
+        expiry = startExpiry(queue: syncQueue)
     }
 
     deinit { close(lockFD) }
@@ -100,6 +110,8 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         if names.contains(name) { return false }
         try EmbeddedLog.create(name: name, directory: path(of: name))
+        // A group's journal keeps every entry: dropping old ones would forget done marks.
+        try EmbeddedLog.writeRetention(GroupJournal.isJournal(name) ? .none : config.defaultRetention, directory: path(of: name))
         try EmbeddedLog.fsyncDirectory(pipesDirectory)
         names.insert(name)
         logger.info("created pipe \(name)")
@@ -172,6 +184,7 @@ public final class EmbeddedStore: PipeStore, @unchecked Sendable {
 
     /// Waits for every pending sync, so that nothing written is left in the page cache alone.
     public func shutdown() {
+        expiry?.cancel()
         lock.lock()
         let open = Array(logs.values)
         lock.unlock()

@@ -18,7 +18,9 @@ final class Segment: @unchecked Sendable {
 
     let base: Int64
     let path: String
-    let fd: Int32
+    /// The file's descriptor, open while it is used or recently was (see `DescriptorCache`).
+    private let file: DescriptorCache.Slot
+    private let files: DescriptorCache
     private(set) var size: Int64 = 0
     private(set) var count: Int64 = 0
     private var indexOffsets: [Int64] = []
@@ -34,18 +36,23 @@ final class Segment: @unchecked Sendable {
         return Int64(name.dropLast(4))
     }
 
-    private init(base: Int64, path: String, fd: Int32) {
+    private init(base: Int64, path: String, files: DescriptorCache = .shared) {
         self.base = base
         self.path = path
-        self.fd = fd
+        self.files = files
+        file = DescriptorCache.Slot(path: path)
     }
 
-    deinit { close(fd) }
+    deinit { files.close(file) }
+
+    /// Runs `body` with the file's descriptor (opened again if the cache closed it).
+    func withDescriptor<T>(_ body: (Int32) throws -> T) throws -> T { try files.use(file, body) }
 
     static func create(directory: String, base: Int64) throws -> Segment {
         let path = directory + "/" + fileName(base: base)
         let fd = try systemCall("create segment \(path)") { Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
-        return Segment(base: base, path: path, fd: fd)
+        close(fd)
+        return Segment(base: base, path: path)
     }
 
     /// Opens an existing segment and checks every record. With `cutTornTail`, a torn or corrupt tail is cut
@@ -53,20 +60,22 @@ final class Segment: @unchecked Sendable {
     /// `record` is told each valid record's offset and payload length, in order.
     static func open(path: String, base: Int64, maxPayload: Int, cutTornTail: Bool,
                      record: (_ offset: Int64, _ length: Int) -> Void = { _, _ in }) throws -> (Segment, cutBytes: Int64) {
-        let fd = try systemCall("open segment \(path)") { Glibc.open(path, O_RDWR | O_CLOEXEC) }
-        let segment = Segment(base: base, path: path, fd: fd)
-        var st = stat()
-        try systemCall("stat \(path)") { fstat(fd, &st) }
-        let fileSize = Int64(st.st_size)
-        var scanner = RecordScanner(fd: fd, limit: fileSize, maxPayload: maxPayload)
-        while let found = try scanner.next() {
-            record(base + segment.count, found.size - RecordFormat.headerSize)
-            segment.noteRecord(at: found.position, size: found.size)
-        }
-        let cut = fileSize - segment.size
-        if cut > 0 && cutTornTail {
-            try systemCall("truncate \(path)") { ftruncate(fd, off_t(segment.size)) }
-            try systemCall("fsync \(path)") { fsync(fd) }
+        let segment = Segment(base: base, path: path)
+        let cut: Int64 = try segment.withDescriptor { fd in
+            var st = stat()
+            try systemCall("stat \(path)") { fstat(fd, &st) }
+            let fileSize = Int64(st.st_size)
+            var scanner = RecordScanner(fd: fd, limit: fileSize, maxPayload: maxPayload)
+            while let found = try scanner.next() {
+                record(base + segment.count, found.size - RecordFormat.headerSize)
+                segment.noteRecord(at: found.position, size: found.size)
+            }
+            let cut = fileSize - segment.size
+            if cut > 0 && cutTornTail {
+                try systemCall("truncate \(path)") { ftruncate(fd, off_t(segment.size)) }
+                try systemCall("fsync \(path)") { fsync(fd) }
+            }
+            return cut
         }
         return (segment, cut)
     }
@@ -85,15 +94,18 @@ final class Segment: @unchecked Sendable {
     func append(encoded: [UInt8], recordSizes: [Int]) throws {
         let start = size
         var written = 0
-        try encoded.withUnsafeBytes { raw in
-            while written < raw.count {
-                do {
-                    written += try systemCall("write \(path)") {
-                        pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(start) + off_t(written))
+        try withDescriptor { fd in
+            files.wrote(file)
+            try encoded.withUnsafeBytes { raw in
+                while written < raw.count {
+                    do {
+                        written += try systemCall("write \(path)") {
+                            pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(start) + off_t(written))
+                        }
+                    } catch {
+                        _ = ftruncate(fd, off_t(start))
+                        throw error
                     }
-                } catch {
-                    _ = ftruncate(fd, off_t(start))
-                    throw error
                 }
             }
         }
@@ -104,8 +116,15 @@ final class Segment: @unchecked Sendable {
         }
     }
 
-    func sync() throws {
-        try systemCall("fdatasync \(path)") { fdatasync(fd) }
+    func sync() throws { try files.sync(file) }
+
+    /// The file's status (its mtime is the time of its last write).
+    func status() throws -> stat {
+        try withDescriptor { fd in
+            var st = stat()
+            try systemCall("stat \(path)") { fstat(fd, &st) }
+            return st
+        }
     }
 
     /// The position of the last indexed record at or before `offset`.
@@ -123,6 +142,11 @@ final class Segment: @unchecked Sendable {
     /// `limit` is the segment size snapshot taken under the log's lock.
     func read(from offset: Int64, scanFrom start: (offset: Int64, position: Int64), limit: Int64,
               maxBytes: Int, maxPayload: Int) throws -> (messages: MessageBlock, next: Int64, position: Int64) {
+        try withDescriptor { fd in try read(fd: fd, from: offset, scanFrom: start, limit: limit, maxBytes: maxBytes, maxPayload: maxPayload) }
+    }
+
+    private func read(fd: Int32, from offset: Int64, scanFrom start: (offset: Int64, position: Int64), limit: Int64,
+                      maxBytes: Int, maxPayload: Int) throws -> (messages: MessageBlock, next: Int64, position: Int64) {
         var scanner = RecordScanner(fd: fd, limit: limit, maxPayload: maxPayload, position: start.position,
                                     chunk: max(64 << 10, min(maxBytes, 1 << 20) + 4096))
         var at = start.offset

@@ -18,7 +18,8 @@ public final class FuseMount: @unchecked Sendable {
     private let filesystem: PipeFileSystem
     private let logger: Logger
     private var session: OpaquePointer?
-    private var operations = makeOperations()
+    /// With metrics on, each callback is wrapped to time its request (see `FuseMetrics`).
+    private var operations = FuseMetrics.isEnabled ? instrumented(makeOperations()) : makeOperations()
     private let threads: UInt32
 
     /// `fuseOptions` are passed to libfuse as `-o` options (allow_other, default_permissions, fsname, ...).

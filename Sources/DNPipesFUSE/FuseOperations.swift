@@ -6,7 +6,7 @@ import Glibc
 // The C entry points libfuse calls, one thin trampoline each, from libfuse's worker threads. They live here
 // as file-level functions (never main-actor isolated) and only forward to `PipeFileSystem`.
 
-private func fs(_ req: fuse_req_t?) -> PipeFileSystem {
+func fs(_ req: fuse_req_t?) -> PipeFileSystem {
     Unmanaged<PipeFileSystem>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
 }
 
@@ -34,7 +34,7 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.setattr = { req, ino, attr, toSet, _ in fs(req).setattr(Request(raw: req!), ino: ino, attr: attr!.pointee, toSet: toSet) }
     ops.mknod = { req, parent, name, mode, _ in fs(req).mknod(Request(raw: req!), parent: parent, name: name!, mode: mode) }
     ops.mkdir = { req, _, name, _ in fs(req).refuseStructure(Request(raw: req!), "mkdir '\(String(cString: name!))'") }
-    ops.rmdir = { req, _, name in fs(req).refuseStructure(Request(raw: req!), "rmdir '\(String(cString: name!))'") }
+    ops.rmdir = { req, parent, name in fs(req).rmdir(Request(raw: req!), parent: parent, name: name!) }
     ops.symlink = { req, _, _, name in fs(req).refuseStructure(Request(raw: req!), "symlink '\(String(cString: name!))'") }
     ops.link = { req, _, _, name in fs(req).refuseStructure(Request(raw: req!), "hard link '\(String(cString: name!))'") }
     ops.rename = { req, _, name, _, newName, _ in
@@ -78,5 +78,6 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.readdir = { req, _, size, off, fi in fs(req).readdir(Request(raw: req!), fh: dnp_fi_fh(fi), size: size, offset: Int(off)) }
     ops.releasedir = { req, _, fi in fs(req).releasedir(Request(raw: req!), fh: dnp_fi_fh(fi)) }
     ops.statfs = { req, _ in fs(req).statfs(Request(raw: req!)) }
+    addExtendedAttributeOperations(&ops)
     return ops
 }

@@ -22,6 +22,8 @@ final class OpenPipe: Interruptible, Sendable {
     private let writer: PipeWriter?
     /// The pipe observer's token, once registered (after the handle is made: the observer refers to it).
     private let observer = LockedValue<Int?>(nil)
+    /// What this handle pushes and delivers, counted for the pipe (see `FuseMetrics`).
+    private let counters: PipeCounters
 
     private struct ParkedRead {
         var request: Request
@@ -74,6 +76,7 @@ final class OpenPipe: Interruptible, Sendable {
         self.view = view
         self.logger = logger
         self.interrupts = interrupts
+        counters = PipeSeries.shared.counters(for: log.name)
         let access = flags & O_ACCMODE
         canRead = access == O_RDONLY || access == O_RDWR
         canWrite = access == O_WRONLY || access == O_RDWR
@@ -119,7 +122,7 @@ final class OpenPipe: Interruptible, Sendable {
     private func take(_ state: inout ReadState, size: Int, offset: Int64) -> Answer? {
         do {
             switch try state.reader.read(at: offset, capacity: size) {
-            case .data(let bytes): return .data(bytes)
+            case .data(let bytes): counters.delivered(bytes); return .data(bytes)
             case .endOfFile: return .data([])
             case .nothing: return nil
             }
@@ -226,6 +229,7 @@ final class OpenPipe: Interruptible, Sendable {
                     answered = true
                 }
                 if !answered { request.reply(written: bytes.count) }
+                counters.pushed(messages)
             } catch PipeError.full where !answered {
                 // Nothing was taken: undo the framing (unless a close ended the line meanwhile) and wait.
                 writing.withLock { state in
@@ -283,6 +287,7 @@ final class OpenPipe: Interruptible, Sendable {
         do {
             let messages = try state.framer.frame(bytes)
             if !messages.isEmpty { try writer.push(messages) }
+            counters.pushed(messages)
             state.accepted += Int64(bytes.count)
             state.generation += 1
             return .written(bytes.count)
@@ -340,7 +345,9 @@ final class OpenPipe: Interruptible, Sendable {
                           metadata: ["pipe": "\(name)"])
         }
         let last = finishLine(writing)
+        let counters = self.counters
         OpenPipe.pushLastLine(last, to: writer) { error in
+            if error == nil, let last { counters.pushed(MessageBlock([last])) }
             if let error {
                 logger.error("could not store the last line at close", metadata: ["pipe": "\(name)", "error": "\(error)"])
                 let code = OpenPipe.errnoCode(for: error)
@@ -386,7 +393,10 @@ final class OpenPipe: Interruptible, Sendable {
         } ?? ([], nil)
         if let poll { fuse_pollhandle_destroy(poll) }
         if let writing, let writer, let last = finishLine(writing) {
-            OpenPipe.pushLastLine(last, to: writer) { _ in writer.flush { _ in } }
+            OpenPipe.pushLastLine(last, to: writer) { [counters] error in
+                if error == nil { counters.pushed(MessageBlock([last])) }
+                writer.flush { _ in }
+            }
         }
         for p in leftovers { interrupts.unregister(p.token); p.request.reply(error: EINTR) }
     }

@@ -41,10 +41,14 @@ final class PendingReply: Interruptible, Sendable {
     }
 
     /// Answers with `reply` unless an interrupt answered first.
-    func answer(_ reply: (Request) -> Void) {
-        guard let (request, token) = take() else { return }
+    func answer(_ reply: (Request) -> Void) { _ = tryAnswer(reply) }
+
+    /// Answers with `reply` unless an interrupt answered first; returns whether it did.
+    func tryAnswer(_ reply: (Request) -> Void) -> Bool {
+        guard let (request, token) = take() else { return false }
         interrupts.unregister(token)
         reply(request)
+        return true
     }
 
     func interrupt(token: UInt64) {

@@ -22,10 +22,13 @@ public final class PipeFileSystem: @unchecked Sendable {
         public var gid: gid_t?
         /// The permission bits of every pipe; a directory has them plus search where they allow reading.
         public var pipeMode: mode_t
-        public init(maxMessageBytes: Int = 1 << 20, cacheSeconds: Double = 1, uid: uid_t? = nil, gid: gid_t? = nil,
-                    pipeMode: mode_t = 0o644) {
+        /// How consumer groups (`.group/`, `.take/`) behave.
+        public var groups: GroupSettings
+        public init(maxMessageBytes: Int = 1 << 20, cacheSeconds: Double = 1, groups: GroupSettings = GroupSettings(),
+                    uid: uid_t? = nil, gid: gid_t? = nil, pipeMode: mode_t = 0o644) {
             self.maxMessageBytes = maxMessageBytes
             self.cacheSeconds = cacheSeconds
+            self.groups = groups
             self.uid = uid
             self.gid = gid
             self.pipeMode = pipeMode & 0o777
@@ -38,24 +41,27 @@ public final class PipeFileSystem: @unchecked Sendable {
     let logger: Logger
     let inodes = Inodes()
     let interrupts = InterruptTable()
-    private let work = DispatchQueue(label: "dnpipes.fs.work", attributes: .concurrent)
-    private let owner: (uid: uid_t, gid: gid_t)
-    private let mountTime: timespec = { var t = timespec(); clock_gettime(CLOCK_REALTIME, &t); return t }()
+    /// This mount's members of consumer groups.
+    public let groups: Groups
+    let work = DispatchQueue(label: "dnpipes.fs.work", attributes: .concurrent)
+    let owner: (uid: uid_t, gid: gid_t)
+    let mountTime: timespec = { var t = timespec(); clock_gettime(CLOCK_REALTIME, &t); return t }()
 
-    private let lock = NSLock()
-    private var handles: [UInt64: OpenPipe] = [:]
+    let lock = NSLock()
+    var handles: [UInt64: OpenFile] = [:]
     private var nextHandle: UInt64 = 0
 
     public init(store: PipeStore, options: Options, logger: Logger) {
         self.store = store
         self.options = options
         self.logger = logger
+        groups = Groups(store: store, settings: options.groups, logger: logger)
         owner = (options.uid ?? getuid(), options.gid ?? getgid())
     }
 
     // MARK: Attributes
 
-    private func directoryAttributes(_ ino: UInt64) -> Attributes {
+    func directoryAttributes(_ ino: UInt64) -> Attributes {
         Attributes(ino: ino, mode: S_IFDIR | options.directoryMode, nlink: 2, uid: owner.uid, gid: owner.gid, time: mountTime,
                    timeout: options.cacheSeconds)
     }
@@ -63,7 +69,7 @@ public final class PipeFileSystem: @unchecked Sendable {
     /// A pipe's size is its stream's (what a reader from the oldest message gets) and its times are those of
     /// its last push, as far as this mount knows: from its open log, or nothing yet (size 0, the mount's time)
     /// for a pipe no one here has opened. The kernel may not cache them: they change with every push.
-    private func pipeAttributes(_ name: PipeName, view: Inodes.View, extent: StreamExtent? = nil) -> Attributes {
+    func pipeAttributes(_ name: PipeName, view: Inodes.View, extent: StreamExtent? = nil) -> Attributes {
         let extent = extent ?? store.openedLog(name)?.streamExtent()
         return Attributes(ino: inodes.ino(of: name, view: view), mode: S_IFREG | (view == .pipe ? options.pipeMode : options.pipeMode & 0o444),
                           uid: owner.uid, gid: owner.gid, time: extent?.lastPush ?? mountTime,
@@ -76,6 +82,8 @@ public final class PipeFileSystem: @unchecked Sendable {
         case .pipe(let name, let view): return store.contains(name) ? pipeAttributes(name, view: view) : nil
         case .fifoAlias:
             return Attributes(ino: ino, mode: S_IFIFO | options.pipeMode, uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0)
+        case .groups, .group: return directoryAttributes(ino)
+        case .member(let group, let pipe, let view): return store.contains(pipe) ? memberAttributes(group, pipe, view) : nil
         case nil: return nil
         }
     }
@@ -84,7 +92,11 @@ public final class PipeFileSystem: @unchecked Sendable {
     private func creatableName(_ raw: UnsafePointer<CChar>, _ request: Request, what: String) -> PipeName? {
         let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self), count: strlen(raw))
         do {
-            return try PipeName(validatingBytes: bytes)
+            let name = try PipeName(validatingBytes: bytes)
+            if GroupJournal.isJournal(name) {
+                throw PipeError.invalidName("names starting with \(GroupJournal.prefix) are kept for the journals of groups")
+            }
+            return name
         } catch {
             logger.warning("\(what) '\(String(decoding: bytes, as: UTF8.self))' refused (EINVAL): \(error)")
             request.reply(error: EINVAL)
@@ -92,7 +104,7 @@ public final class PipeFileSystem: @unchecked Sendable {
         }
     }
 
-    private func refuse(_ request: Request, _ code: Int32, _ message: @autoclosure () -> String) {
+    func refuse(_ request: Request, _ code: Int32, _ message: @autoclosure () -> String) {
         logger.notice("\(message()) (\(String(cString: strerror(code))))")
         request.reply(error: code)
     }
@@ -105,11 +117,19 @@ public final class PipeFileSystem: @unchecked Sendable {
         case .root:
             if text == ".drain" { return request.reply(entry: directoryAttributes(Inodes.drainDirectory)) }
             if text == ".tail" { return request.reply(entry: directoryAttributes(Inodes.tailDirectory)) }
-            guard let pipe = try? PipeName(validating: text) else { return request.reply(error: ENOENT) }
+            if text == ".group" { return request.reply(entry: directoryAttributes(Inodes.groupDirectory)) }
+            if text == ".take" { return request.reply(entry: directoryAttributes(Inodes.takeDirectory)) }
+            guard let pipe = try? PipeName(validating: text), !GroupJournal.isJournal(pipe) else { return request.reply(error: ENOENT) }
             lookUp(request, pipe, view: .pipe)
         case .directory(let view):
-            guard let pipe = try? PipeName(validating: text) else { return request.reply(error: ENOENT) }
+            guard let pipe = try? PipeName(validating: text), !GroupJournal.isJournal(pipe) else { return request.reply(error: ENOENT) }
             lookUp(request, pipe, view: view)
+        case .groups(let view):
+            guard let group = try? PipeName(validating: text) else { return request.reply(error: ENOENT) }
+            request.reply(entry: directoryAttributes(inodes.ino(ofGroup: group, view: view)))
+        case .group(let group, let view):
+            guard let pipe = try? PipeName(validating: text), !GroupJournal.isJournal(pipe) else { return request.reply(error: ENOENT) }
+            lookUpMember(request, group: group, pipe: pipe, view: view)
         default:
             request.reply(error: ENOTDIR)
         }
@@ -117,7 +137,7 @@ public final class PipeFileSystem: @unchecked Sendable {
 
     /// Answers from memory when the pipe is known; otherwise asks the store on the work queue (a pipe made on
     /// another host moments ago), so that a FUSE thread never waits on the network.
-    private func lookUp(_ request: Request, _ pipe: PipeName, view: Inodes.View) {
+    func lookUp(_ request: Request, _ pipe: PipeName, view: Inodes.View) {
         if store.contains(pipe) { return request.reply(entry: pipeAttributes(pipe, view: view)) }
         let pending = PendingReply(request, interrupts: interrupts)
         work.async { [self] in
@@ -165,7 +185,7 @@ public final class PipeFileSystem: @unchecked Sendable {
 
     func opendir(_ request: Request, ino: UInt64) {
         switch inodes.node(ino) {
-        case .root, .directory: break
+        case .root, .directory, .groups, .group: break
         case nil: return request.reply(error: ENOENT)
         default: return request.reply(error: ENOTDIR)
         }
@@ -184,10 +204,22 @@ public final class PipeFileSystem: @unchecked Sendable {
 
     /// The listing of directory `ino` now.
     private func listing(of ino: UInt64) throws -> [Entry] {
+        var entries: [Entry] = [(".", ino, S_IFDIR), ("..", Inodes.root, S_IFDIR)]
+        switch inodes.node(ino) {
+        case .groups(let view):
+            for g in try groups.list() { entries.append((g.value, inodes.ino(ofGroup: g, view: view), S_IFDIR)) }
+            return entries
+        case .group(let group, let view):
+            for p in try store.list() where !GroupJournal.isJournal(p) {
+                entries.append((p.value, inodes.ino(ofMember: group, pipe: p, view: view), S_IFREG))
+            }
+            return entries
+        default:
+            break
+        }
         let view: Inodes.View
         if case .directory(let v) = inodes.node(ino) { view = v } else { view = .pipe }
-        var entries: [Entry] = [(".", ino, S_IFDIR), ("..", Inodes.root, S_IFDIR)]
-        for p in try store.list() { entries.append((p.value, inodes.ino(of: p, view: view), S_IFREG)) }
+        for p in try store.list() where !GroupJournal.isJournal(p) { entries.append((p.value, inodes.ino(of: p, view: view), S_IFREG)) }
         return entries
     }
 
@@ -254,14 +286,18 @@ public final class PipeFileSystem: @unchecked Sendable {
     }
 
     func unlink(_ request: Request, parent: UInt64, name: UnsafePointer<CChar>) {
+        if case .group(let group, _) = inodes.node(parent) { return forget(request, group: group, pipe: String(cString: name)) }
         guard case .root = inodes.node(parent) else {
             return refuse(request, EACCES, "unlink in a view directory refused: views are read-only")
         }
-        guard let pipe = try? PipeName(validating: String(cString: name)) else { return request.reply(error: ENOENT) }
+        guard let pipe = try? PipeName(validating: String(cString: name)), !GroupJournal.isJournal(pipe) else {
+            return request.reply(error: ENOENT)
+        }
         let pending = PendingReply(request, interrupts: interrupts)
         work.async { [self] in
             do {
                 try store.remove(pipe)
+                groups.pipeRemoved(pipe)
                 pending.answer { $0.replyOK() }
             } catch PipeError.noSuchPipe {
                 pending.answer { $0.reply(error: ENOENT) }
@@ -328,7 +364,8 @@ public final class PipeFileSystem: @unchecked Sendable {
         st.f_bsize = 4096
         st.f_frsize = 4096
         st.f_namemax = UInt(PipeName.maxLength)
-        st.f_files = UInt((try? store.list().count) ?? 0)
+        st.f_files = UInt((try? store.list().filter { !GroupJournal.isJournal($0) }.count) ?? 0)
+        request.finished(0)
         fuse_reply_statfs(request.raw, &st)
     }
 
@@ -338,6 +375,9 @@ public final class PipeFileSystem: @unchecked Sendable {
         guard case .pipe(let name, let view) = inodes.node(ino) else {
             if case .fifoAlias(let name) = inodes.node(ino) {
                 return openPipe(request, name: name, view: .pipe, flags: flags, create: nil)
+            }
+            if case .member(let group, let pipe, let view) = inodes.node(ino) {
+                return openMember(request, group: group, pipe: pipe, view: view, flags: flags)
             }
             return request.reply(error: inodes.node(ino) == nil ? ENOENT : EISDIR)
         }
@@ -396,19 +436,26 @@ public final class PipeFileSystem: @unchecked Sendable {
     }
 
     private func openHandle(log: PipeLog, view: Inodes.View, flags: Int32) throws -> UInt64 {
+        try register { fh in
+            try OpenPipe(fh: fh, log: log, view: view, flags: flags,
+                         maxMessageBytes: options.maxMessageBytes, logger: logger, interrupts: interrupts)
+        }
+    }
+
+    /// Makes a handle under a new number and keeps it until its release.
+    func register(_ make: (UInt64) throws -> OpenFile) rethrows -> UInt64 {
         lock.lock()
         nextHandle += 1
         let fh = nextHandle
         lock.unlock()
-        let handle = try OpenPipe(fh: fh, log: log, view: view, flags: flags,
-                                  maxMessageBytes: options.maxMessageBytes, logger: logger, interrupts: interrupts)
+        let handle = try make(fh)
         lock.lock()
         handles[fh] = handle
         lock.unlock()
         return fh
     }
 
-    func handle(_ fh: UInt64) -> OpenPipe? {
+    func handle(_ fh: UInt64) -> OpenFile? {
         lock.lock(); defer { lock.unlock() }
         return handles[fh]
     }

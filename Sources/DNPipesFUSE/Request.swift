@@ -10,28 +10,35 @@ import Glibc
 struct Request: @unchecked Sendable {
     let raw: fuse_req_t
 
-    func reply(error: Int32) { fuse_reply_err(raw, error) }
-    func replyOK() { fuse_reply_err(raw, 0) }
+    func reply(error: Int32) { finished(error); fuse_reply_err(raw, error) }
+    func replyOK() { finished(0); fuse_reply_err(raw, 0) }
+    /// Every reply ends the request's timing (see `FuseMetrics`) before libfuse frees the request.
+    func finished(_ error: Int32) { if FuseMetrics.isEnabled { FuseMetrics.end(raw, error: error) } }
     func reply(entry: Attributes) {
+        finished(0)
         var e = entry.entryParam()
         fuse_reply_entry(raw, &e)
     }
     func reply(attributes: Attributes) {
+        finished(0)
         var st = attributes.stat()
         fuse_reply_attr(raw, &st, attributes.attributeTimeout ?? attributes.timeout)
     }
     func reply(open fh: UInt64) {
+        finished(0)
         var fi = fuse_file_info()
         dnp_fi_set_fh(&fi, fh)
         dnp_fi_set_pipe(&fi)
         fuse_reply_open(raw, &fi)
     }
     func reply(openDirectory fh: UInt64) {
+        finished(0)
         var fi = fuse_file_info()
         dnp_fi_set_fh(&fi, fh)
         fuse_reply_open(raw, &fi)
     }
     func reply(create entry: Attributes, fh: UInt64) {
+        finished(0)
         var e = entry.entryParam()
         var fi = fuse_file_info()
         dnp_fi_set_fh(&fi, fh)
@@ -39,14 +46,15 @@ struct Request: @unchecked Sendable {
         fuse_reply_create(raw, &e, &fi)
     }
     func reply(data: [UInt8]) {
+        finished(0)
         data.withUnsafeBufferPointer { buf in
             _ = buf.baseAddress.map { base in
                 base.withMemoryRebound(to: CChar.self, capacity: buf.count) { fuse_reply_buf(raw, $0, buf.count) }
             } ?? fuse_reply_buf(raw, nil, 0)
         }
     }
-    func reply(written: Int) { fuse_reply_write(raw, written) }
-    func reply(poll events: Int32) { fuse_reply_poll(raw, UInt32(events)) }
+    func reply(written: Int) { finished(0); fuse_reply_write(raw, written) }
+    func reply(poll events: Int32) { finished(0); fuse_reply_poll(raw, UInt32(events)) }
 
     var caller: (uid: uid_t, gid: gid_t, pid: pid_t) {
         let ctx = fuse_req_ctx(raw)!.pointee

@@ -1,4 +1,5 @@
 import Foundation
+import DNPipesCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,6 +21,8 @@ public struct KafkaConfiguration: Sendable {
     /// Whether reset also calls DeleteRecords to free the broker's storage: `auto` tries and stops trying
     /// once a broker shows it does not support it.
     public var deleteRecords: DeleteRecordsMode
+    /// The retention of pipes made from now on.
+    public var defaultRetention: Retention = .none
 
     public enum DeleteRecordsMode: String, Sendable { case auto, on, off }
 

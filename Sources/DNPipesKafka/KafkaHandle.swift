@@ -48,7 +48,7 @@ enum KafkaHandle {
     }
 }
 
-/// librdkafka's own log lines, written to standard error (the daemon's log) with every secret value cut out:
+/// librdkafka's own log lines, logged through swift-log (`KafkaLogger`) with every secret value cut out:
 /// librdkafka may quote a property's value in an error message.
 enum KafkaLog {
     nonisolated(unsafe) private static var secrets: [String] = []
@@ -78,8 +78,8 @@ enum KafkaLog {
 private let kafkaLogLine: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void = { rk, level, facility, buf in
     let name = rk.map { String(cString: rd_kafka_name($0)) } ?? "rdkafka"
     let text = KafkaLog.redact(buf.map { String(cString: $0) } ?? "")
-    let line = "%\(level)|\(facility.map { String(cString: $0) } ?? "")|\(name)| \(text)\n"
-    FileHandle.standardError.write(Data(line.utf8))
+    KafkaLogger.logger.log(level: KafkaLogger.level(level), "\(text)",
+                           metadata: ["facility": "\(facility.map { String(cString: $0) } ?? "")", "client": "\(name)"])
 }
 
 /// The text in a NUL-terminated C buffer (librdkafka's error strings).

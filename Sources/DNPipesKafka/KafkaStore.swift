@@ -41,6 +41,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private let topicAdmin = DispatchQueue(label: "dnpipes.kafka.topics")
     /// Where streams are started (see `startStream`).
     private let streamStarts = DispatchQueue(label: "dnpipes.kafka.stream-starts")
+    /// Pipes' retentions as last read or set (see KafkaStore+Retention.swift).
+    let retentions = LockedValue<[PipeName: Retention]>([:])
+    let topicRetentionRefusalLogged = LockedValue(false)
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
         try KafkaHandle.checkVersion()
@@ -59,7 +62,10 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         start("dnpipes-kafka-producer") { [unowned self] in producer.run(while: { isRunning }) }
         start("dnpipes-kafka-consumer") { [unowned self] in consumer.run(while: { isRunning }) }
         start("dnpipes-kafka-metadata") { [unowned self] in
+            var rounds = 0
             while isRunning {
+                rounds += 1
+                if rounds % 5 == 0 { refreshRetentions(of: streamedPipes) }
                 // Every two seconds; shutdown signals the semaphore to end the wait at once.
                 _ = metadataWake.wait(timeout: .now() + 2)
                 if isRunning, let error = refreshMetadata(timeout: 5) {
@@ -101,6 +107,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     private func refreshMetadata(timeout: Double) -> String? {
         var md: UnsafePointer<rd_kafka_metadata>?
         let err = rd_kafka_metadata(admin, 1, nil, &md, Int32(timeout * 1000))
+        KafkaMetrics.brokersAnswered(err == RD_KAFKA_RESP_ERR_NO_ERROR)
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return KafkaHandle.describe(err) }
         defer { rd_kafka_metadata_destroy(md) }
         var seen: Set<PipeName> = []
@@ -253,7 +260,14 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
                 err = try createTopic(topicName, replication: 1)
             }
             switch err {
-            case RD_KAFKA_RESP_ERR_NO_ERROR: logger.info("created pipe \(name) (topic \(topicName))")
+            case RD_KAFKA_RESP_ERR_NO_ERROR:
+                logger.info("created pipe \(name) (topic \(topicName))")
+                if configuration.defaultRetention != .none && !GroupJournal.isJournal(name) {   // journals keep every entry
+                    do { try recordRetention(configuration.defaultRetention, of: name) } catch {
+                        logger.error("the pipe keeps every message: its retention was not recorded",
+                                     metadata: ["pipe": "\(name)", "retention": "\(configuration.defaultRetention)", "error": "\(error)"])
+                    }
+                }
             case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS: break   // made elsewhere meanwhile: the pipe is there
             default: failure = KafkaHandle.describe(err)
             }
@@ -379,7 +393,14 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     /// consumer fetch them (unless the pipe was deleted meanwhile).
     private func streamPartitions(of pipe: KafkaPipe, count: Int) throws {
         let fresh = pipe.start(floors: try resetFloors(of: pipe.topic, partitions: count))
+        try loadRetention(of: pipe)
         if isOpen(pipe) { consumer.assign(pipe, streams: fresh) }
+    }
+
+    /// The pipes whose streams run on this mount.
+    var streamedPipes: [PipeName] {
+        lock.lock(); defer { lock.unlock() }
+        return pipes.values.filter { $0.isStreaming }.map(\.name)
     }
 
     private func isOpen(_ pipe: KafkaPipe) -> Bool {

@@ -14,7 +14,7 @@ final class PartitionStream: @unchecked Sendable {
     /// Wakes the consumer thread (a rewind asked for, room made in a full window).
     private let wakeConsumer: @Sendable () -> Void
 
-    private let lock = NSLock()
+    let lock = NSLock()
     private var offsets: [Int64] = []
     /// Where each message's bytes are: a range of one of `chunks`, the buffers the consumer filled (one per
     /// consumed batch, so a message costs no allocation of its own, and a read is served from a chunk without
@@ -33,10 +33,10 @@ final class PartitionStream: @unchecked Sendable {
     /// The window holds every message in `[windowStart, position)`.
     private var windowStart: Int64 = 0
     /// The offset the consumer delivers next.
-    private var position: Int64 = 0
+    var position: Int64 = 0
     /// Readers below this offset continue from it: one past the last reset marker seen or written.
-    private var resetFloor: Int64 = 0
-    private var lowWatermark: Int64 = 0
+    var resetFloor: Int64 = 0
+    var lowWatermark: Int64 = 0
     private var highWatermark: Int64 = 0
     /// Set once the stream's first fetch has answered (with records or at the end of the partition): before
     /// that, the end of the partition is not known.
@@ -51,7 +51,10 @@ final class PartitionStream: @unchecked Sendable {
     private(set) var streamStart: Int64 = 0
     /// Byte positions of what the stream has delivered since the reset floor (see `StreamIndex`): a pipe's
     /// size on this mount is what it has streamed. Nil until the stream starts (the floor is not known).
-    private var index: StreamIndex?
+    var index: StreamIndex?
+    /// When delivered messages were pushed (their brokers' timestamps) and how long they are kept (see
+    /// PartitionStream+Retention.swift).
+    var ages = MessageAges()
     /// The newest message's time: its timestamp from the brokers, or when this mount's push was acknowledged.
     private var lastPush: timespec?
     /// Whether delivered messages are kept for readers. A stream started to answer a stat, before any reader
@@ -121,7 +124,7 @@ final class PartitionStream: @unchecked Sendable {
     func bounds() -> (oldest: Int64, end: Int64) {
         lock.lock(); defer { lock.unlock() }
         let end = max(highWatermark, position)
-        return (min(max(resetFloor, lowWatermark), end), end)
+        return (min(max(resetFloor, lowWatermark, firstKept()), end), end)
     }
 
     /// Messages from `offset` on, about `maxBytes` but at least one, or nil when there are none yet (a reader
@@ -130,7 +133,7 @@ final class PartitionStream: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if !caughtUp { return nil }
-        let x = max(offset, resetFloor, lowWatermark)
+        let x = max(offset, resetFloor, lowWatermark, firstKept())
         if x >= position {
             // At the front: room for more? Drop what this reader has passed, keeping some history for
             // readers just behind it.
@@ -187,7 +190,7 @@ final class PartitionStream: @unchecked Sendable {
     /// markers. Returns whether anything changed and whether the window is over its budget (the consumer then
     /// stops serving the partition's queue until a reader makes room).
     func deliver(offsets delivered: [Int64], block: MessageBlock, markers: Set<Int>,
-                 newestTimestamp: Int64 = -1) -> (changed: Bool, full: Bool) {
+                 newestTimestamp: Int64 = -1, timestamps: [Int64] = []) -> (changed: Bool, full: Bool) {
         lock.lock()
         defer { lock.unlock() }
         var changed = false
@@ -199,6 +202,7 @@ final class PartitionStream: @unchecked Sendable {
                 applyMarker(at: offset)
             } else if offset >= resetFloor {
                 let range = block.ranges[i]
+                noteAge(offset: offset, timestamp: i < timestamps.count ? timestamps[i] : newestTimestamp)
                 index?.note(offset: offset, length: range.count)
                 offsets.append(offset)
                 locations.append((chunk, range))
@@ -278,6 +282,7 @@ final class PartitionStream: @unchecked Sendable {
     private func applyMarker(at offset: Int64) {
         guard offset + 1 > resetFloor else { return }
         resetFloor = offset + 1
+        ages.restart(at: resetFloor)
         if index != nil {
             index?.restart(at: resetFloor)
             lastPush = StreamExtent.now()

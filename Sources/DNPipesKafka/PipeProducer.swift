@@ -104,6 +104,7 @@ final class PipeProducer: @unchecked Sendable {
                     || err == RD_KAFKA_RESP_ERR__FENCED {
                     deliveries.noteFenced()
                 }
+                if err != RD_KAFKA_RESP_ERR_NO_ERROR { KafkaMetrics.deliveryFailed(err) }
                 reports[Int(bitPattern: m._private), default: DeliveryReport()].add(error: err, offset: m.offset)
             }
         }

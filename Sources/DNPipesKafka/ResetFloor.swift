@@ -66,7 +66,7 @@ extension KafkaStore {
 }
 
 /// The first error of a one-group result, handing each partition's offset to `offset`.
-private func partitionResults(_ group: OpaquePointer?, offset: (Int, Int64) -> Void) -> rd_kafka_resp_err_t {
+func partitionResults(_ group: OpaquePointer?, offset: (Int, Int64) -> Void) -> rd_kafka_resp_err_t {
     guard let group else { return RD_KAFKA_RESP_ERR_UNKNOWN }
     if let error = rd_kafka_group_result_error(group) {
         return rd_kafka_error_code(error)

@@ -226,7 +226,7 @@ final class StreamConsumer: @unchecked Sendable {
         for (key, recs) in records {
             guard let entry = assigned[key] else { continue }
             let (changed, full) = entry.stream.deliver(offsets: recs.offsets, block: recs.block, markers: recs.markers,
-                                                       newestTimestamp: recs.newestTimestamp)
+                                                       newestTimestamp: recs.newestTimestamp, timestamps: recs.timestamps)
             if full { assigned[key]?.full = true }
             var first = false
             if !entry.stream.isCaughtUp {
@@ -255,8 +255,11 @@ struct ConsumedRecords {
     var markers: Set<Int> = []
     /// The newest message's timestamp, in milliseconds since the epoch (-1: none known).
     var newestTimestamp: Int64 = -1
+    /// Each record's timestamp (-1: not known), for retention.
+    var timestamps: [Int64] = []
 
     mutating func add(offset: Int64, isMarker: Bool, payload: UnsafeRawBufferPointer, timestamp: Int64) {
+        timestamps.append(timestamp)
         if isMarker { markers.insert(offsets.count) } else { newestTimestamp = max(newestTimestamp, timestamp) }
         offsets.append(offset)
         block.append(payload)

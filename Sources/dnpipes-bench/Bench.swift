@@ -24,7 +24,7 @@ struct Run: ParsableCommand {
     @Option(help: "Messages in the latency measurement.") var latencyMessages = 1000
     @Option(help: "Reader counts for the fan-out measurement.") var readers = "1,16,64,256"
     @Option(help: "Messages every fan-out reader reads.") var fanoutMessages = 100_000
-    @Option(help: "Measurements to run.") var only = "push,latency,fanout,embedded,programs"
+    @Option(help: "Measurements to run.") var only = "push,latency,fanout,embedded,programs,workqueue,scale"
     @Option(help: "Where to write the results as JSON.") var json = "bench-results.json"
     @Option(help: "The dnpipes binary (default: next to this one).") var dnpipes: String?
     @Option(help: "The kcat binary.") var kcat = "kcat"
@@ -52,7 +52,7 @@ struct Run: ParsableCommand {
         var fanOut: [FanOutRow] = []
         var checks: [String: Bool] = [:]
         // The embedded store first, before the broker holds gigabytes and the Kafka daemons run beside it.
-        if !wanted.isDisjoint(with: ["embedded", "programs"]) {
+        if !wanted.isDisjoint(with: ["embedded", "programs", "workqueue"]) {
             let e = try PipeMount(binary: binary, path: work + "/mnt-e", dataDirectory: work + "/data-e")
             teardown.add { e.unmount() }
             if wanted.contains("embedded") {
@@ -61,9 +61,15 @@ struct Run: ParsableCommand {
             if wanted.contains("programs") {
                 comparisons += try ProgramThroughput(mount: e, scratch: work, rounds: rounds).run()
             }
+            if wanted.contains("workqueue") {
+                comparisons.append(try WorkQueueThroughput(backend: "embedded", mounts: [e], rounds: rounds).run())
+            }
             e.unmount()
         }
-        if !wanted.isDisjoint(with: ["push", "pull", "latency", "fanout"]) {
+        if wanted.contains("scale") {
+            comparisons += try ScaleRows(binary: binary, work: work, rounds: rounds).run()
+        }
+        if !wanted.isDisjoint(with: ["push", "pull", "latency", "fanout", "workqueue"]) {
             let broker = try Broker(work: work)
             teardown.add { broker.stop() }
             progress("tansu on \(broker.address)")
@@ -77,6 +83,9 @@ struct Run: ParsableCommand {
             }
             if wanted.contains("latency") {
                 comparisons += try Latency(broker: broker, writerMount: a, readerMount: b, messages: latencyMessages).run()
+            }
+            if wanted.contains("workqueue") {
+                comparisons.append(try WorkQueueThroughput(backend: "Kafka, 2 hosts", mounts: [a, b], rounds: rounds).run())
             }
             if wanted.contains("fanout") {
                 (fanOut, checks) = try FanOut(broker: broker, writerMount: a, readerMount: b, data: data,

@@ -64,7 +64,12 @@ func formatTable(_ report: Report) -> String {
         s.count >= n ? s : (right ? String(repeating: " ", count: n - s.count) + s : s + String(repeating: " ", count: n - s.count))
     }
     func number(_ x: Double, _ unit: String) -> String {
-        unit == "ms" ? String(format: "%.2f ms", x) : x >= 1e6 ? String(format: "%.2f M/s", x / 1e6) : String(format: "%.0f k/s", x / 1e3)
+        switch unit {
+        case "ms": return String(format: "%.2f ms", x)
+        case "KiB": return String(format: "%.1f KiB", x)
+        case "descriptors": return String(format: "%.0f fds", x)
+        default: return x >= 1e6 ? String(format: "%.2f M/s", x / 1e6) : String(format: "%.0f k/s", x / 1e3)
+        }
     }
     out += pad("measurement", 30) + pad("dnpipes", 13, right: true) + pad("peer", 13, right: true) + "  "
         + pad("ratio", 7, right: true) + "  " + pad("target", 9) + "  result  peer\n"

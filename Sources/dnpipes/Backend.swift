@@ -40,9 +40,13 @@ struct KafkaSettings {
 }
 
 /// Opens the store a mount or command works on: Kafka when brokers are given, else the embedded store.
-func makeStore(kafka: KafkaSettings?, dataDirectory: String, maxMessageBytes: Int, logger: Logger) throws -> PipeStore {
+func makeStore(kafka: KafkaSettings?, dataDirectory: String, maxMessageBytes: Int, defaultRetention: Retention = .none,
+               logger: Logger) throws -> PipeStore {
     if let kafka {
-        return try KafkaStore(configuration: kafka.configuration(maxMessageBytes: maxMessageBytes), logger: logger)
+        var configuration = try kafka.configuration(maxMessageBytes: maxMessageBytes)
+        configuration.defaultRetention = defaultRetention
+        return try KafkaStore(configuration: configuration, logger: logger)
     }
-    return try EmbeddedStore(directory: dataDirectory, configuration: .init(maxMessageBytes: maxMessageBytes), logger: logger)
+    return try EmbeddedStore(directory: dataDirectory,
+                             configuration: .init(maxMessageBytes: maxMessageBytes, defaultRetention: defaultRetention), logger: logger)
 }

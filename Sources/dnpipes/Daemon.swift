@@ -69,8 +69,8 @@ enum Daemon {
             try? h.seek(toOffset: UInt64(max(0, logStart)))
             return String(decoding: h.readDataToEndOfFile(), as: UTF8.self)
         } ?? ""
-        // librdkafka's own lines (they start with %) would hide the daemon's reason.
-        let tail = log.split(separator: "\n").filter { !$0.hasPrefix("%") }.suffix(5).joined(separator: "\n")
+        // librdkafka's own lines would hide the daemon's reason.
+        let tail = log.split(separator: "\n").filter { !$0.contains(" librdkafka: ") }.suffix(5).joined(separator: "\n")
         FileHandle.standardError.write(Data("dnpipes: mounting \(settings.mountpoint) failed\n\(tail)\n".utf8))
         throw ExitCode(1)
     }
@@ -92,17 +92,31 @@ enum Daemon {
         defer { trimmer.cancel() }
         let logger = makeLogger()
         raiseOpenFileLimit(logger: logger)
+        // Before the store: its metrics are made with the factory this bootstraps.
+        let served = LockedValue<PipeFileSystem?>(nil)
+        let metrics: MetricsServer?
+        do {
+            metrics = try settings.metricsAddress.map { address in
+                try MetricsServer(address: address, logger: logger) { served.withLock { $0 }.map(PipeSeries.shared.refresh) }
+            }
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
         let store: PipeStore
         do {
             store = try makeStore(kafka: settings.kafka, dataDirectory: settings.dataDirectory,
-                                  maxMessageBytes: settings.maxMessageBytes, logger: logger)
+                                  maxMessageBytes: settings.maxMessageBytes, defaultRetention: settings.defaultRetention,
+                                  logger: logger)
         } catch {
             logger.critical("cannot open the store: \(error)")
             throw ExitCode(1)
         }
         let filesystem = PipeFileSystem(store: store, options: .init(maxMessageBytes: settings.maxMessageBytes,
-                                                                     uid: settings.uid, gid: settings.gid,
-                                                                     pipeMode: settings.mode ?? 0o644), logger: logger)
+                                                                             groups: settings.groups,
+                                                                             uid: settings.uid, gid: settings.gid,
+                                                                             pipeMode: settings.mode ?? 0o644), logger: logger)
+        served.withLock { $0 = filesystem }
         let mount: FuseMount
         do {
             mount = try FuseMount(filesystem: filesystem, mountpoint: settings.mountpoint,
@@ -114,6 +128,10 @@ enum Daemon {
             throw ExitCode(1)
         }
         logger.info("mounted \(settings.mountpoint) (pid \(getpid()))")
+        if let metrics, let address = settings.metricsAddress {
+            metrics.start()
+            logger.info("metrics at http://\(address)/metrics")
+        }
         PidFile.write(for: settings.mountpoint)
         defer { PidFile.remove(for: settings.mountpoint) }
 
@@ -134,6 +152,7 @@ enum Daemon {
             close(readyFD)
         }
         let rc = mount.run()
+        filesystem.groups.shutdown()
         store.shutdown()
         mount.unmountAndDestroy()
         sources.forEach { $0.cancel() }

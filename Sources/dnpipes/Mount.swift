@@ -26,6 +26,13 @@ struct Mount: ParsableCommand {
           topic_prefix=PREFIX     same as --topic-prefix
           kafka_config=FILE       same as --kafka-config
           kafka.NAME=VALUE        any librdkafka setting (overrides the config file)
+          max_deliveries=N        a group's message given out N times undone goes to the
+                                  dead-letter pipe (default 5)
+          dead_letter_suffix=S    the dead-letter pipe of PIPE is PIPE followed by S (default .dead)
+          group_timeout=SECONDS   a host silent this long loses the group messages it held
+                                  (Kafka; default 10)
+          retention=AGE           same as --retention
+          metrics_address=H:P     same as --metrics-address
           allow_other             let other users use the mount (file modes are then enforced)
           default_permissions     let the kernel check file modes
           uid=N, gid=N            owner of the pipes and directories (default: the daemon's user and group)
@@ -58,6 +65,13 @@ struct Mount: ParsableCommand {
     @Option(help: ArgumentHelp("The largest message, in bytes; longer lines are refused with EMSGSIZE.", valueName: "bytes"))
     var maxMessageBytes: Int?
 
+    @Option(help: ArgumentHelp("How long new pipes keep messages (s, m, h, d: 7d), or none.",
+                               discussion: "Each pipe's own: setfattr -n user.dnpipes.retention -v AGE PIPE.", valueName: "age"))
+    var retention: String?
+
+    @Option(help: ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).", valueName: "host:port"))
+    var metricsAddress: String?
+
     @Flag(name: [.customShort("f"), .long], help: "Stay in the foreground and log to standard error.")
     var foreground = false
 
@@ -70,6 +84,9 @@ struct Mount: ParsableCommand {
 
     func validate() throws {
         if let maxMessageBytes, maxMessageBytes <= 0 { throw ValidationError("--max-message-bytes must be positive") }
+        if let retention {
+            do { _ = try Retention(parsing: retention) } catch { throw ValidationError("--retention: \(error)") }
+        }
     }
 
     /// Everything resolved from the command line, the -o options and the mount source.
@@ -84,6 +101,9 @@ struct Mount: ParsableCommand {
         var fuseOptions: [String]
         var logFile: String
         var kafka: KafkaSettings?
+        var groups: GroupSettings
+        var defaultRetention: Retention
+        var metricsAddress: String?
     }
 
     func settings() throws -> Settings {
@@ -101,6 +121,9 @@ struct Mount: ParsableCommand {
             }
         }
         let data = absolute(dataDirectory ?? Mount.defaultDataDirectory())
+        if let address = metricsAddress ?? parsed.metricsAddress {
+            do { _ = try MetricsServer.split(address) } catch { throw ValidationError("\(error)") }
+        }
         return Settings(
             mountpoint: absolute(mountpoint),
             dataDirectory: data,
@@ -115,7 +138,11 @@ struct Mount: ParsableCommand {
             kafka: brokers.map {
                 KafkaSettings(brokers: $0, topicPrefix: topicPrefix ?? parsed.topicPrefix ?? "",
                               configFile: (kafkaConfig ?? parsed.kafkaConfigFile).map(absolute), properties: parsed.kafka)
-            })
+            },
+            groups: GroupSettings(maxDeliveries: parsed.maxDeliveries ?? 5, deadLetterSuffix: parsed.deadLetterSuffix ?? ".dead",
+                                  memberTimeout: parsed.groupTimeout ?? 10, othersMayBeAlive: brokers != nil),
+            defaultRetention: try retention.map { try Retention(parsing: $0) } ?? parsed.retention ?? .none,
+            metricsAddress: metricsAddress ?? parsed.metricsAddress)
     }
 
     static func defaultDataDirectory() -> String {

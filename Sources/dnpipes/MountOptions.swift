@@ -1,3 +1,5 @@
+import DNPipesCore
+
 /// The `-o` options of a mount, split into dnpipes's own, those libfuse understands, and those mount(8)
 /// passes that mean nothing to a FUSE daemon.
 struct MountOptions: Equatable {
@@ -10,6 +12,14 @@ struct MountOptions: Equatable {
     var uid: UInt32?
     var gid: UInt32?
     var mode: UInt32?
+    /// Consumer groups: deliveries before the dead-letter pipe, its suffix, and the lost-member timeout.
+    var maxDeliveries: Int?
+    var deadLetterSuffix: String?
+    var groupTimeout: Double?
+    /// The retention of pipes made from now on (see `Retention`).
+    var retention: Retention?
+    /// Where Prometheus scrapes the daemon's metrics (HOST:PORT); off when nil.
+    var metricsAddress: String?
     var fuse: [String] = []
     var kafka: [(String, String)] = []
 
@@ -17,6 +27,8 @@ struct MountOptions: Equatable {
         a.dataDirectory == b.dataDirectory && a.brokers == b.brokers && a.maxMessageBytes == b.maxMessageBytes
             && a.topicPrefix == b.topicPrefix && a.kafkaConfigFile == b.kafkaConfigFile
             && a.uid == b.uid && a.gid == b.gid && a.mode == b.mode
+            && a.maxDeliveries == b.maxDeliveries && a.deadLetterSuffix == b.deadLetterSuffix && a.groupTimeout == b.groupTimeout
+            && a.retention == b.retention && a.metricsAddress == b.metricsAddress
             && a.fuse == b.fuse && a.kafka.map { "\($0)=\($1)" } == b.kafka.map { "\($0)=\($1)" }
     }
 
@@ -69,6 +81,29 @@ struct MountOptions: Equatable {
                         throw Invalid(description: "option mode needs octal permission bits such as 0660")
                     }
                     result.mode = bits
+                case "max_deliveries":
+                    guard let value, let n = Int(value), n > 0 else {
+                        throw Invalid(description: "option max_deliveries needs a positive number")
+                    }
+                    result.maxDeliveries = n
+                case "dead_letter_suffix":
+                    guard let value, !value.isEmpty, value.allSatisfy(PipeName.isAllowed) else {
+                        throw Invalid(description: "option dead_letter_suffix needs characters allowed in pipe names")
+                    }
+                    result.deadLetterSuffix = value
+                case "group_timeout":
+                    guard let value, let seconds = Double(value.hasSuffix("s") ? String(value.dropLast()) : value),
+                          seconds >= 1, seconds <= 3600 else {
+                        throw Invalid(description: "option group_timeout needs seconds, from 1 to 3600")
+                    }
+                    result.groupTimeout = seconds
+                case "retention":
+                    do { result.retention = try Retention(parsing: value ?? "") } catch {
+                        throw Invalid(description: "option retention: \(error)")
+                    }
+                case "metrics_address":
+                    guard let value, !value.isEmpty else { throw Invalid(description: "option metrics_address needs HOST:PORT") }
+                    result.metricsAddress = value
                 case "ro":
                     throw Invalid(description: "option ro is not supported: a pipe directory is written to by design")
                 case _ where key.hasPrefix("kafka."):

@@ -49,7 +49,12 @@ struct BackendOptions: ParsableArguments {
 }
 
 func pipeName(_ raw: String) throws -> PipeName {
-    do { return try PipeName(validating: raw) } catch { throw ValidationError("invalid pipe name '\(raw)': \(error)") }
+    let name: PipeName
+    do { name = try PipeName(validating: raw) } catch { throw ValidationError("invalid pipe name '\(raw)': \(error)") }
+    if GroupJournal.isJournal(name) {
+        throw ValidationError("invalid pipe name '\(raw)': names starting with \(GroupJournal.prefix) are kept for the journals of groups")
+    }
+    return name
 }
 
 struct Push: ParsableCommand {
@@ -94,11 +99,21 @@ struct Pull: ParsableCommand {
     @Argument(help: "The pipe.") var pipe: String
     @Flag(help: "Start at the end: only messages pushed from now on (like .tail/PIPE).") var fromEnd = false
     @Flag(help: "Stop at the end as it was when starting (like .drain/PIPE).") var exitAtEnd = false
+    @Option(help: ArgumentHelp("Read as a member of this consumer group (like .group/GROUP/PIPE): each message goes to one reader of the group; a line is done once the next one is written, or at exit.", valueName: "group"))
+    var group: String?
+    @Option(help: ArgumentHelp("With --group: exit after this many messages.", valueName: "n")) var limit: Int?
+
+    func validate() throws {
+        if group == nil && limit != nil { throw ValidationError("--limit goes with --group") }
+        if group != nil && (fromEnd || exitAtEnd) { throw ValidationError("--group reads what the group has not done: no --from-end or --exit-at-end") }
+        if let limit, limit <= 0 { throw ValidationError("--limit must be positive") }
+    }
 
     func run() throws {
         let name = try pipeName(pipe)
         let (store, _) = try backend.openStore()
         defer { store.shutdown() }
+        if let group { return try GroupPull(store: store, group: try pipeName(group), pipe: name, limit: limit).run() }
         guard let log = try store.open(name) else { throw CommandError("no pipe named \(name)") }
         log.synchronizeAndWait()
         let wake = DispatchSemaphore(value: 0)
@@ -144,10 +159,13 @@ struct List: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List the pipes.")
 
     @OptionGroup var backend: BackendOptions
+    @Flag(name: .customShort("l"), help: "One line per pipe with its messages, bytes, last push and retention.")
+    var long = false
 
     func run() throws {
         let (store, _) = try backend.openStore()
         defer { store.shutdown() }
-        for name in try store.list() { print(name) }
+        if long { return try LongListing.print(store) }
+        for name in try store.list() where !GroupJournal.isJournal(name) { print(name) }
     }
 }

@@ -47,7 +47,7 @@ final class ExampleTests: XCTestCase {
     }
 
     func testWorkQueue() {
-        check("work-queue", says: "30 jobs, each done exactly once")
+        check("work-queue", says: "30 jobs, each done exactly once, the killed worker's job by another")
     }
 
     func testEventDispatch() {

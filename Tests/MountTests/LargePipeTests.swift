@@ -42,4 +42,26 @@ final class ManyPipesTests: MountTestCase {
         XCTAssertEqual(out, "300\n")
         XCTAssertTrue(log.contains("open files limit raised"), log)
     }
+
+    /// Under `ulimit -n 1024` for both limits (systemd's default for services), 2,000 pipes are written and
+    /// read with no failure, while the daemon holds at most 512 descriptors: segment files are opened through
+    /// a bounded cache, and an idle pipe keeps none open.
+    func testTwoThousandPipesUnderAnOpenFilesLimitOf1024() throws {
+        ok("cd /; ulimit -n 1024; \"$DNPIPES\" mount \"$MNT\" --data-dir \"$DATA\"", timeout: 60)
+        let pid = daemonPID
+        XCTAssertFalse(pid.isEmpty)
+        let out = ok("""
+        for i in $(seq 2000); do echo "m$i" > "p$i"; done
+        for i in $(seq 2000); do cat ".drain/p$i"; done | wc -l
+        ls | wc -l
+        ls /proc/\(pid)/fd | wc -l
+        """, timeout: 300)
+        let lines = out.split(separator: "\n").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        XCTAssertEqual(lines.count, 3, out)
+        guard lines.count == 3 else { return }
+        XCTAssertEqual(lines[0], 2000, "every message read back")
+        XCTAssertEqual(lines[1], 2000, "every pipe listed")
+        XCTAssertLessThanOrEqual(lines[2], 512, "descriptors held by the daemon")
+        XCTAssertFalse(log.contains("Too many open files"), log)
+    }
 }

@@ -1,0 +1,37 @@
+import DNPipesTestSupport
+import XCTest
+
+/// The Kafka backend's metrics while its brokers are away: the endpoint answers, the brokers show as
+/// unreachable, and messages they never took count as delivery failures.
+final class KafkaMetricsTests: RelayedBrokerTestCase {
+    let metricsPort = freeLoopbackPort()
+
+    func scrape(file: StaticString = #filePath, line: UInt = #line) -> String {
+        ok("python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:\(metricsPort)/metrics\", timeout=5).read().decode(), end=\"\")'",
+           timeout: 20, file: file, line: line)
+    }
+
+    func testEndpointAnswersWhileTheBrokersAreAway() throws {
+        XCTAssertTrue(BrokerRig.startRelay(listen: relayPort, target: brokerPort), "the relay did not start")
+        try mount(["--brokers", "127.0.0.1:\(relayPort)", "--metrics-address", "127.0.0.1:\(metricsPort)",
+                   "-o", "kafka.message.timeout.ms=3000"])
+        ok("seq 1 3 > p")
+        ok("cat p > /dev/null 2>&1 & echo $! > \"$ROOT/reader.pid\"")
+        var text = scrape()
+        XCTAssertTrue(text.contains("dnpipes_kafka_brokers_reachable 1"), text)
+        BrokerRig.stopRelay(listen: relayPort)
+        // A write whose messages the brokers never take: its close fails once librdkafka gives up.
+        let close = sh("python3 -c \"import os; fd = os.open('p', os.O_WRONLY); os.write(fd, b'lost\\\\n'); os.close(fd)\"", timeout: 30)
+        XCTAssertNotEqual(close.status, 0, "close should fail while the brokers are away")
+        for _ in 0..<50 where !text.contains("dnpipes_kafka_brokers_reachable 0") {
+            usleep(200_000)
+            text = scrape()
+        }
+        XCTAssertTrue(text.contains("dnpipes_kafka_brokers_reachable 0"), text)
+        XCTAssertTrue(text.contains("dnpipes_kafka_delivery_failures_total{error="), text)
+        XCTAssertTrue(text.contains(#"dnpipes_readers{pipe="p"} 1"#), text)
+        // librdkafka's own lines go through the daemon's logger, with their client named.
+        XCTAssertTrue(log.contains(" librdkafka: client="), log)
+        ok("kill $(cat \"$ROOT/reader.pid\")")
+    }
+}
