@@ -201,12 +201,25 @@ final class CSIPluginTests: CSIPluginTestCase {
         XCTAssertFalse(pluginOutput.contains("hunter2"), "a secret in the plugin's log")
     }
 
+    /// Brokers that cannot be reached: UNAVAILABLE after the connect timeout, and nothing left behind; a
+    /// second request for the path meanwhile gets ABORTED (kubelet retries it).
     func testUnreachableBrokersLeaveNothingMounted() throws {
         let mnt = target()
         let port = shell("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'",
                          timeout: 10).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let message = try fails("Node.NodePublishVolume", publishRequest(target: mnt, context: ["brokers": "127.0.0.1:\(port)"]),
-                                with: "UNAVAILABLE")
+        let request = publishRequest(target: mnt, context: ["brokers": "127.0.0.1:\(port)"])
+        // While that publish waits for the brokers, a second one for the same path is told to come back.
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: request), as: UTF8.self)
+        let first = shell("""
+        python3 \(quote(Self.clientScript)) --socket \(quote(socket)) --cache \(quote(root + "/stubs")) Node.NodePublishVolume \(quote(json)) \
+          > \(quote(root + "/first.out")) 2>&1 &
+        echo $!
+        """, timeout: 10).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        eventuallyLogged("mounting")
+        try fails("Node.NodePublishVolume", request, with: "ABORTED")
+        shell("while kill -0 \(first) 2>/dev/null; do sleep 0.2; done", timeout: 60)
+        let message = (try? String(contentsOfFile: root + "/first.out", encoding: .utf8)) ?? ""
+        XCTAssertTrue(message.hasPrefix("UNAVAILABLE "), message)
         XCTAssertTrue(message.contains("cannot reach the Kafka brokers"), message)
         XCTAssertEqual(mountType(mnt), "")
         XCTAssertFalse(FileManager.default.fileExists(atPath: mnt), "target left behind")
@@ -224,5 +237,16 @@ private extension Dictionary where Key == String, Value == Any {
         context["topicPrefix"] = nil
         request["volume_context"] = context
         return request
+    }
+}
+
+extension CSIPluginTestCase {
+    /// Waits (up to 10 s) until the plugin's log has a line containing `text`.
+    func eventuallyLogged(_ text: String, file: StaticString = #filePath, line: UInt = #line) {
+        for _ in 0..<100 {
+            if pluginOutput.contains(text) { return }
+            usleep(100_000)
+        }
+        XCTFail("the plugin never logged '\(text)': \(pluginOutput)", file: file, line: line)
     }
 }
