@@ -7,12 +7,18 @@ let package = Package(
     products: [
         .executable(name: "dnpipes", targets: ["dnpipes"]),
         .executable(name: "dnpipes-bench", targets: ["dnpipes-bench"]),
+        .executable(name: "dnpipes-csi", targets: ["dnpipes-csi"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // gRPC for the Kubernetes CSI plugin only (the dnpipes binary does not link it).
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // C interop: thin system-library targets, one per C library.
@@ -44,6 +50,16 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        // The Kubernetes CSI node plugin: serves CSI's Identity and Node services on a unix socket and runs a
+        // `dnpipes mount` daemon per published volume. Generated/ comes from proto/csi.proto (scripts/generate-csi).
+        .executableTarget(name: "dnpipes-csi", dependencies: [
+            .product(name: "GRPCCore", package: "grpc-swift-2"),
+            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // The benchmark (scripts/bench): dnpipes next to kcat, plain librdkafka clients and a plain file.
         .executableTarget(name: "dnpipes-bench", dependencies: [

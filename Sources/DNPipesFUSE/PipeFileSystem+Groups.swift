@@ -9,7 +9,7 @@ import DNPipesCore
 extension PipeFileSystem {
     /// Read-only regular files, sized 0: a group reader does not read at positions.
     func memberAttributes(_ group: PipeName, _ pipe: PipeName, _ view: Inodes.GroupView) -> Attributes {
-        Attributes(ino: inodes.ino(ofMember: group, pipe: pipe, view: view), mode: S_IFREG | 0o444,
+        Attributes(ino: inodes.ino(ofMember: group, pipe: pipe, view: view), mode: S_IFREG | (options.pipeMode & 0o444),
                    uid: owner.uid, gid: owner.gid, time: mountTime, timeout: options.cacheSeconds)
     }
 

@@ -16,13 +16,24 @@ public final class PipeFileSystem: @unchecked Sendable {
         public var maxMessageBytes: Int
         /// How long the kernel may cache names and attributes. Short: another host may create or delete pipes.
         public var cacheSeconds: Double
+        /// Who the mount's directories and pipes belong to: the daemon's user and group unless set, so that a
+        /// mount made by root can be handed to other users (with allow_other, whose file modes the kernel checks).
+        public var uid: uid_t?
+        public var gid: gid_t?
+        /// The permission bits of every pipe; a directory has them plus search where they allow reading.
+        public var pipeMode: mode_t
         /// How consumer groups (`.group/`, `.take/`) behave.
         public var groups: GroupSettings
-        public init(maxMessageBytes: Int = 1 << 20, cacheSeconds: Double = 1, groups: GroupSettings = GroupSettings()) {
+        public init(maxMessageBytes: Int = 1 << 20, cacheSeconds: Double = 1, groups: GroupSettings = GroupSettings(),
+                    uid: uid_t? = nil, gid: gid_t? = nil, pipeMode: mode_t = 0o644) {
             self.maxMessageBytes = maxMessageBytes
             self.cacheSeconds = cacheSeconds
             self.groups = groups
+            self.uid = uid
+            self.gid = gid
+            self.pipeMode = pipeMode & 0o777
         }
+        var directoryMode: mode_t { pipeMode | ((pipeMode & 0o444) >> 2) }
     }
 
     let store: PipeStore
@@ -33,7 +44,7 @@ public final class PipeFileSystem: @unchecked Sendable {
     /// This mount's members of consumer groups.
     public let groups: Groups
     let work = DispatchQueue(label: "dnpipes.fs.work", attributes: .concurrent)
-    let owner = (uid: getuid(), gid: getgid())
+    let owner: (uid: uid_t, gid: gid_t)
     let mountTime: timespec = { var t = timespec(); clock_gettime(CLOCK_REALTIME, &t); return t }()
 
     let lock = NSLock()
@@ -45,12 +56,13 @@ public final class PipeFileSystem: @unchecked Sendable {
         self.options = options
         self.logger = logger
         groups = Groups(store: store, settings: options.groups, logger: logger)
+        owner = (options.uid ?? getuid(), options.gid ?? getgid())
     }
 
     // MARK: Attributes
 
     func directoryAttributes(_ ino: UInt64) -> Attributes {
-        Attributes(ino: ino, mode: S_IFDIR | 0o755, nlink: 2, uid: owner.uid, gid: owner.gid, time: mountTime,
+        Attributes(ino: ino, mode: S_IFDIR | options.directoryMode, nlink: 2, uid: owner.uid, gid: owner.gid, time: mountTime,
                    timeout: options.cacheSeconds)
     }
 
@@ -59,7 +71,7 @@ public final class PipeFileSystem: @unchecked Sendable {
     /// for a pipe no one here has opened. The kernel may not cache them: they change with every push.
     func pipeAttributes(_ name: PipeName, view: Inodes.View, extent: StreamExtent? = nil) -> Attributes {
         let extent = extent ?? store.openedLog(name)?.streamExtent()
-        return Attributes(ino: inodes.ino(of: name, view: view), mode: S_IFREG | (view == .pipe ? 0o644 : 0o444),
+        return Attributes(ino: inodes.ino(of: name, view: view), mode: S_IFREG | (view == .pipe ? options.pipeMode : options.pipeMode & 0o444),
                           uid: owner.uid, gid: owner.gid, time: extent?.lastPush ?? mountTime,
                           timeout: options.cacheSeconds, size: extent?.size ?? 0, attributeTimeout: 0)
     }
@@ -69,7 +81,7 @@ public final class PipeFileSystem: @unchecked Sendable {
         case .root, .directory: return directoryAttributes(ino)
         case .pipe(let name, let view): return store.contains(name) ? pipeAttributes(name, view: view) : nil
         case .fifoAlias:
-            return Attributes(ino: ino, mode: S_IFIFO | 0o644, uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0)
+            return Attributes(ino: ino, mode: S_IFIFO | options.pipeMode, uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0)
         case .groups, .group: return directoryAttributes(ino)
         case .member(let group, let pipe, let view): return store.contains(pipe) ? memberAttributes(group, pipe, view) : nil
         case nil: return nil
@@ -257,7 +269,7 @@ public final class PipeFileSystem: @unchecked Sendable {
             do {
                 guard try store.create(pipe) else { return pending.answer { $0.reply(error: EEXIST) } }
                 if type == S_IFIFO {
-                    let alias = Attributes(ino: inodes.fifoAlias(for: pipe), mode: S_IFIFO | 0o644,
+                    let alias = Attributes(ino: inodes.fifoAlias(for: pipe), mode: S_IFIFO | options.pipeMode,
                                            uid: owner.uid, gid: owner.gid, time: mountTime, timeout: 0)
                     pending.answer { $0.reply(entry: alias) }
                 } else {

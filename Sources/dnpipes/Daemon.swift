@@ -113,7 +113,9 @@ enum Daemon {
             throw ExitCode(1)
         }
         let filesystem = PipeFileSystem(store: store, options: .init(maxMessageBytes: settings.maxMessageBytes,
-                                                                            groups: settings.groups), logger: logger)
+                                                                             groups: settings.groups,
+                                                                             uid: settings.uid, gid: settings.gid,
+                                                                             pipeMode: settings.mode ?? 0o644), logger: logger)
         served.withLock { $0 = filesystem }
         let mount: FuseMount
         do {

@@ -35,6 +35,8 @@ struct Mount: ParsableCommand {
           metrics_address=H:P     same as --metrics-address
           allow_other             let other users use the mount (file modes are then enforced)
           default_permissions     let the kernel check file modes
+          uid=N, gid=N            owner of the pipes and directories (default: the daemon's user and group)
+          mode=OCTAL              permission bits of the pipes (default 0644); directories add search (x)
         mount(8) options such as rw, defaults, noauto, nofail and _netdev are accepted and ignored.
         """
     )
@@ -93,6 +95,9 @@ struct Mount: ParsableCommand {
         var dataDirectory: String
         var brokers: String?
         var maxMessageBytes: Int
+        var uid: UInt32?
+        var gid: UInt32?
+        var mode: UInt32?
         var fuseOptions: [String]
         var logFile: String
         var kafka: KafkaSettings?
@@ -124,6 +129,7 @@ struct Mount: ParsableCommand {
             dataDirectory: data,
             brokers: brokers,
             maxMessageBytes: maxMessageBytes ?? parsed.maxMessageBytes ?? (1 << 20),
+            uid: parsed.uid, gid: parsed.gid, mode: parsed.mode,
             // libfuse splits options at commas: a broker list in the fsname must have them escaped.
             fuseOptions: ["fsname=dnpipes:" + (brokers.map { "kafka://" + $0 } ?? data)
                 .replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ",", with: "\\,"),

@@ -8,6 +8,10 @@ struct MountOptions: Equatable {
     var maxMessageBytes: Int?
     var topicPrefix: String?
     var kafkaConfigFile: String?
+    /// Owner and permission bits of the mount's pipes and directories (`uid=`, `gid=`, `mode=`).
+    var uid: UInt32?
+    var gid: UInt32?
+    var mode: UInt32?
     /// Consumer groups: deliveries before the dead-letter pipe, its suffix, and the lost-member timeout.
     var maxDeliveries: Int?
     var deadLetterSuffix: String?
@@ -22,6 +26,7 @@ struct MountOptions: Equatable {
     static func == (a: MountOptions, b: MountOptions) -> Bool {
         a.dataDirectory == b.dataDirectory && a.brokers == b.brokers && a.maxMessageBytes == b.maxMessageBytes
             && a.topicPrefix == b.topicPrefix && a.kafkaConfigFile == b.kafkaConfigFile
+            && a.uid == b.uid && a.gid == b.gid && a.mode == b.mode
             && a.maxDeliveries == b.maxDeliveries && a.deadLetterSuffix == b.deadLetterSuffix && a.groupTimeout == b.groupTimeout
             && a.retention == b.retention && a.metricsAddress == b.metricsAddress
             && a.fuse == b.fuse && a.kafka.map { "\($0)=\($1)" } == b.kafka.map { "\($0)=\($1)" }
@@ -66,6 +71,16 @@ struct MountOptions: Equatable {
                 case "kafka_config":
                     guard let value, !value.isEmpty else { throw Invalid(description: "option kafka_config needs a file") }
                     result.kafkaConfigFile = value
+                case "uid", "gid":
+                    guard let value, let id = UInt32(value), id != UInt32.max else {
+                        throw Invalid(description: "option \(key) needs a numeric id")
+                    }
+                    if key == "uid" { result.uid = id } else { result.gid = id }
+                case "mode":
+                    guard let value, let bits = UInt32(value, radix: 8), bits <= 0o777 else {
+                        throw Invalid(description: "option mode needs octal permission bits such as 0660")
+                    }
+                    result.mode = bits
                 case "max_deliveries":
                     guard let value, let n = Int(value), n > 0 else {
                         throw Invalid(description: "option max_deliveries needs a positive number")
