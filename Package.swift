@@ -50,8 +50,9 @@ let package = Package(
             "CRdKafka", "DNPipesTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        // Helpers shared by the tests and the benchmark (a seeded generator, free loopback ports).
-        .target(name: "DNPipesTestSupport", path: "Tests/DNPipesTestSupport"),
+        // Helpers shared by the tests and the benchmark (a seeded generator, free loopback ports, the test
+        // broker, an in-memory PipeStore).
+        .target(name: "DNPipesTestSupport", dependencies: ["DNPipesCore"], path: "Tests/DNPipesTestSupport"),
         .testTarget(name: "DNPipesCoreTests", dependencies: ["DNPipesCore", "DNPipesTestSupport"]),
         .testTarget(name: "DNPipesEmbeddedTests", dependencies: [
             "DNPipesEmbedded", "DNPipesTestSupport", .product(name: "Logging", package: "swift-log"),
