@@ -59,6 +59,12 @@ let package = Package(
         ]),
         // The Kafka backend's logic that needs no broker: the shared window of a partition.
         .testTarget(name: "DNPipesKafkaTests", dependencies: ["DNPipesKafka", "DNPipesCore"]),
+        // One contract for every PipeStore, run in-process on the in-memory store, the embedded store and Kafka
+        // (a real tansu broker): pipes, writers, observers, resets, removal, stream positions, consumer groups.
+        .testTarget(name: "PipeStoreContractTests", dependencies: [
+            "DNPipesCore", "DNPipesEmbedded", "DNPipesKafka", "DNPipesTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Drives the real binary on real FUSE mounts from a shell.
         .testTarget(name: "MountTests", dependencies: ["DNPipesCore", "DNPipesTestSupport"]),
     ],
