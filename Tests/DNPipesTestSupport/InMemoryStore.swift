@@ -16,10 +16,14 @@ import DNPipesCore
 /// queue; a pipe has one partition; the queue is unbounded, so pushes never throw `PipeError.full`.
 public final class InMemoryStore: PipeStore, Sendable {
     public let maxMessageBytes: Int
+    /// How long a log's `synchronize` takes to complete, as on a store that asks the network (Kafka), where
+    /// observers may be told of pushes before it does.
+    public let synchronizeDelay: Double
     private let logs = LockedValue<[PipeName: InMemoryLog]>([:])
 
-    public init(maxMessageBytes: Int = 1 << 20) {
+    public init(maxMessageBytes: Int = 1 << 20, synchronizeDelay: Double = 0) {
         self.maxMessageBytes = maxMessageBytes
+        self.synchronizeDelay = synchronizeDelay
     }
 
     public func list() throws -> [PipeName] { logs.withLock { Array($0.keys) }.sorted() }
@@ -30,7 +34,7 @@ public final class InMemoryStore: PipeStore, Sendable {
     public func create(_ name: PipeName) throws -> Bool {
         logs.withLock { logs in
             guard logs[name] == nil else { return false }
-            logs[name] = InMemoryLog(name: name, maxMessageBytes: maxMessageBytes)
+            logs[name] = InMemoryLog(name: name, maxMessageBytes: maxMessageBytes, synchronizeDelay: synchronizeDelay)
             return true
         }
     }
@@ -55,6 +59,7 @@ public final class InMemoryStore: PipeStore, Sendable {
 public final class InMemoryLog: PipeLog, Sendable {
     public let name: PipeName
     private let maxMessageBytes: Int
+    private let synchronizeDelay: Double
     private struct State {
         var oldest: Int64 = 0
         /// The messages at `oldest ..< oldest + messages.count`.
@@ -69,15 +74,21 @@ public final class InMemoryLog: PipeLog, Sendable {
     /// Where observers are told and flushes and resets complete, one after another in the order they came.
     private let queue: DispatchQueue
 
-    init(name: PipeName, maxMessageBytes: Int) {
+    init(name: PipeName, maxMessageBytes: Int, synchronizeDelay: Double) {
         self.name = name
         self.maxMessageBytes = maxMessageBytes
+        self.synchronizeDelay = synchronizeDelay
         queue = DispatchQueue(label: "dnpipes.in-memory.\(name)")
     }
 
     public func bounds() -> (oldest: Int64, end: Int64) { state.withLock { ($0.oldest, $0.end) } }
 
     public var isRemoved: Bool { state.withLock { $0.removed } }
+
+    /// Completes from the pipe's queue, after `synchronizeDelay`.
+    public func synchronize(completion: @escaping @Sendable () -> Void) {
+        queue.asyncAfter(deadline: .now() + synchronizeDelay, execute: completion)
+    }
 
     public func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
         state.withLock { state in
