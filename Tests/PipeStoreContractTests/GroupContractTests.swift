@@ -64,10 +64,14 @@ extension ContractCase {
 
         let taken = LockedValue<[(host: Int, offset: Int64, bytes: [UInt8])]>([])
         let deadline = Date().addingTimeInterval(patience * 2)
+        // Readers on threads of their own, as a mount's are: blocked in a wait, they hold no thread of the
+        // global queues, where the stores tell their observers.
         let readers = DispatchGroup()
         for (host, member) in members.enumerated() {
             for reader in 0..<2 {
-                DispatchQueue.global().async(group: readers) {
+                readers.enter()
+                Thread.detachNewThread {
+                    defer { readers.leave() }
                     let waiter = UInt64(host * 10 + reader)
                     while taken.withLock({ $0.count }) < sent.count && Date() < deadline {
                         guard case .message(let offset, let bytes)? = takeGrant(member, waiter: waiter, seconds: 0.5) else { continue }
