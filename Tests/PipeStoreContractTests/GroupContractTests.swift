@@ -6,7 +6,7 @@ import DNPipesTestSupport
 
 /// Consumer groups on any store: two `Groups` on one store are two hosts of a cluster (each its own member
 /// id, both reading and writing the same journals), so what the journal promises between hosts shows here.
-extension ContractCase {
+extension StoreContractTests {
     /// Settings that keep the tests short: members that may be alive elsewhere (two `Groups` share the
     /// store), and a member timeout long enough that a live one is never taken for lost mid-test.
     var groupSettings: GroupSettings {
@@ -51,7 +51,7 @@ extension ContractCase {
         XCTAssertTrue(settled, "the group still counts \(left.withLock { $0 }) (free, out) messages", file: file, line: line)
     }
 
-    func checkTwoHostsTakeEachMessageExactlyOnce() throws {
+    func testTwoHostsTakeEachMessageExactlyOnce() throws {
         let log = try makePipe("jobs")
         let hosts = [makeGroups(), makeGroups()]
         let members = try hosts.map { try member($0, "workers", "jobs") }
@@ -92,7 +92,7 @@ extension ContractCase {
         members.forEach { assertNothingLeft($0) }
     }
 
-    func checkGivenBackMessageGoesToTheOtherHost() throws {
+    func testGivenBackMessageGoesToTheOtherHost() throws {
         let log = try makePipe("jobs")
         try write(log, [Array("only".utf8)])
         let first = try member(makeGroups(), "workers", "jobs")
@@ -113,7 +113,7 @@ extension ContractCase {
         assertNothingLeft(first)
     }
 
-    func checkSecondGroupSeesEveryMessageAgain() throws {
+    func testSecondGroupSeesEveryMessageAgain() throws {
         let log = try makePipe("jobs")
         let sent = messages("job", 20)
         try write(log, sent)
@@ -132,7 +132,7 @@ extension ContractCase {
         XCTAssertEqual(Set(try hosts[0].list()), [name("first"), name("second")])
     }
 
-    func checkMessageGivenBackTooOftenGoesToTheDeadLetterPipe() throws {
+    func testMessageGivenBackTooOftenGoesToTheDeadLetterPipe() throws {
         let log = try makePipe("jobs")
         try write(log, [Array("poison".utf8)])
         let hosts = [makeGroups(), makeGroups()]

@@ -5,8 +5,8 @@ import DNPipesCore
 import DNPipesTestSupport
 
 /// What `PipeStore`, `PipeLog` and `PipeWriter` promise (see PipeStore.swift), for any store.
-extension ContractCase {
-    func checkCreateContainsListRemove() throws {
+extension StoreContractTests {
+    func testCreateContainsListRemove() throws {
         let a = name("alpha"), b = name("beta")
         XCTAssertFalse(store.contains(a))
         XCTAssertNil(try store.open(a))
@@ -25,7 +25,7 @@ extension ContractCase {
         XCTAssertTrue(try store.create(a), "a removed name can be made again")
     }
 
-    func checkPushThenFetchInOrderWithOffsets() throws {
+    func testPushThenFetchInOrderWithOffsets() throws {
         let log = try makePipe("jobs")
         let writer = try log.makeWriter()
         let sent = messages("m", 30)
@@ -52,7 +52,7 @@ extension ContractCase {
         guard case .nothing = try log.fetch(from: log.bounds().end, maxBytes: 1 << 16) else { return XCTFail("a fetch past the end found something") }
     }
 
-    func checkFlushCompletesAfterMessagesAreStored() throws {
+    func testFlushCompletesAfterMessagesAreStored() throws {
         let log = try makePipe("jobs")
         let before = log.bounds().end
         let writer = try log.makeWriter()
@@ -71,7 +71,7 @@ extension ContractCase {
         flush(try log.makeWriter())
     }
 
-    func checkObserversAreToldOfPushResetAndRemoval() throws {
+    func testObserversAreToldOfPushResetAndRemoval() throws {
         let log = try makePipe("jobs")
         let told = DispatchSemaphore(value: 0)
         // Set while a push runs on `pusher`: an observer called from within the push sees it.
@@ -118,7 +118,7 @@ extension ContractCase {
         while semaphore.wait(timeout: .now()) == .success {}
     }
 
-    func checkResetMovesOldestToTheEndAndOffsetsKeepGrowing() throws {
+    func testResetMovesOldestToTheEndAndOffsetsKeepGrowing() throws {
         let log = try makePipe("jobs")
         try write(log, messages("old", 5))
         let old = fetch(log, from: log.bounds().oldest, count: 5)
@@ -140,7 +140,7 @@ extension ContractCase {
         XCTAssertGreaterThan(log.bounds().end, endBefore)
     }
 
-    func checkRemovedPipeReportsRemoved() throws {
+    func testRemovedPipeReportsRemoved() throws {
         let log = try makePipe("jobs")
         try write(log, messages("m", 3))
         _ = fetch(log, from: 0, count: 3)
@@ -158,7 +158,7 @@ extension ContractCase {
         guard case .nothing = try again.fetch(from: 0, maxBytes: 1 << 16) else { return XCTFail("the old pipe's messages in the new one") }
     }
 
-    func checkStreamExtentCountsMessagesAndNewlines() throws {
+    func testStreamExtentCountsMessagesAndNewlines() throws {
         let log = try makePipe("jobs")
         guard log.streamExtent() != nil || store is CountsStreamLater else {
             throw XCTSkip("\(type(of: store!)) does not count stream bytes (streamExtent is nil)")
@@ -193,7 +193,7 @@ extension ContractCase {
                       "after a reset the stream starts again, empty, at the oldest offset: \(String(describing: log.streamExtent()))")
     }
 
-    func checkWritersNeverInterleaveWithinAPush() throws {
+    func testWritersNeverInterleaveWithinAPush() throws {
         let log = try makePipe("jobs")
         let batches = 40, size = 25
         let writers = try ["a", "b", "c"].map { ($0, try log.makeWriter()) }
@@ -229,7 +229,7 @@ extension ContractCase {
         }
     }
 
-    func checkReadinessAgreesWithFetch() throws {
+    func testReadinessAgreesWithFetch() throws {
         let log = try makePipe("jobs")
         func agree(_ when: String) throws {
             let bounds = log.bounds()

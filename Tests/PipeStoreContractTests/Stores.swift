@@ -8,16 +8,8 @@ import DNPipesTestSupport
 import Glibc
 #endif
 
-/// Linux's XCTest runs the test methods a class declares itself, not those it inherits, so each store's class
-/// lists the contract's checks as its tests, in an extension of its own (the same list for every store).
-
-/// The contract on the in-memory store of the test support target.
-final class InMemoryStoreContractTests: ContractCase {
-    override func makeStore() throws -> PipeStore { InMemoryStore() }
-}
-
 /// The contract on the embedded store, in a fresh data directory per test, removed at tear-down.
-final class EmbeddedStoreContractTests: ContractCase {
+final class EmbeddedStoreContractTests: StoreContractTests {
     private var root: String?
 
     override func makeStore() throws -> PipeStore {
@@ -35,70 +27,68 @@ final class EmbeddedStoreContractTests: ContractCase {
         if let root { try? FileManager.default.removeItem(atPath: root) }
         root = nil
     }
+
+    /// What a flush made durable, a reset's new oldest offset included, is there for the next daemon.
+    func testFlushedMessagesAndResetsOutliveTheStore() throws {
+        let directory = try XCTUnwrap(root) + "/other"
+        var before: (oldest: Int64, end: Int64) = (0, 0)
+        do {
+            let first = try EmbeddedStore(directory: directory, logger: Self.logger)
+            try first.create(name("jobs"))
+            let log = try XCTUnwrap(try first.open(name("jobs")))
+            try write(log, messages("old", 4))
+            reset(log)
+            try write(log, messages("new", 3))
+            before = log.bounds()
+            first.shutdown()
+        }
+        let second = try EmbeddedStore(directory: directory, logger: Self.logger)
+        defer { second.shutdown() }
+        XCTAssertEqual(try second.list(), [name("jobs")])
+        let log = try XCTUnwrap(try second.open(name("jobs")))
+        XCTAssertEqual(log.bounds().oldest, before.oldest)
+        XCTAssertEqual(log.bounds().end, before.end)
+        XCTAssertEqual(fetch(log, from: 0, count: 3).map(\.bytes), messages("new", 3))
+    }
 }
 
 /// The contract on Kafka: a `KafkaStore` on the test process's tansu broker, with a topic prefix of its own
 /// per test, so that no test sees another's pipes.
-final class KafkaStoreContractTests: ContractCase {
+final class KafkaStoreContractTests: StoreContractTests {
+    private var prefix = ""
+
     override func makeStore() throws -> PipeStore {
+        prefix = "contract-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))-"
+        return try makeKafkaStore()
+    }
+
+    private func makeKafkaStore() throws -> KafkaStore {
         let broker = TestBroker.shared
         if let failure = broker.failure {
             XCTFail(failure)
             throw XCTSkip(failure)
         }
-        let prefix = "contract-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))-"
         return try KafkaStore(configuration: KafkaConfiguration(brokers: broker.address, topicPrefix: prefix, connectTimeout: 10),
                               logger: Self.logger)
+    }
+
+    /// Another host's store (the same cluster and prefix) finds a pipe made here when it looks it up, and
+    /// reads what was pushed here, resets included.
+    func testAnotherHostSeesPipesMessagesAndResets() throws {
+        let log = try makePipe("jobs")
+        try write(log, messages("old", 4))
+        reset(log)
+        try write(log, messages("new", 3))
+
+        let other = try makeKafkaStore()
+        atTearDown { other.shutdown() }
+        XCTAssertTrue(other.lookUp(name("jobs")), "a pipe made on another host is found by a lookup")
+        let theirs = try XCTUnwrap(try other.open(name("jobs")))
+        synchronize(theirs)
+        XCTAssertEqual(theirs.bounds().oldest, log.bounds().oldest, "the reset's oldest offset")
+        XCTAssertEqual(fetch(theirs, from: 0, count: 3).map(\.bytes), messages("new", 3))
     }
 }
 
 /// A Kafka log counts its stream once a reader streams it.
 extension KafkaStore: CountsStreamLater {}
-
-extension InMemoryStoreContractTests {
-    func testCreateContainsListRemove() throws { try checkCreateContainsListRemove() }
-    func testPushThenFetchInOrderWithOffsets() throws { try checkPushThenFetchInOrderWithOffsets() }
-    func testFlushCompletesAfterMessagesAreStored() throws { try checkFlushCompletesAfterMessagesAreStored() }
-    func testObserversAreToldOfPushResetAndRemoval() throws { try checkObserversAreToldOfPushResetAndRemoval() }
-    func testResetMovesOldestToTheEndAndOffsetsKeepGrowing() throws { try checkResetMovesOldestToTheEndAndOffsetsKeepGrowing() }
-    func testRemovedPipeReportsRemoved() throws { try checkRemovedPipeReportsRemoved() }
-    func testStreamExtentCountsMessagesAndNewlines() throws { try checkStreamExtentCountsMessagesAndNewlines() }
-    func testWritersNeverInterleaveWithinAPush() throws { try checkWritersNeverInterleaveWithinAPush() }
-    func testReadinessAgreesWithFetch() throws { try checkReadinessAgreesWithFetch() }
-    func testTwoHostsTakeEachMessageExactlyOnce() throws { try checkTwoHostsTakeEachMessageExactlyOnce() }
-    func testGivenBackMessageGoesToTheOtherHost() throws { try checkGivenBackMessageGoesToTheOtherHost() }
-    func testSecondGroupSeesEveryMessageAgain() throws { try checkSecondGroupSeesEveryMessageAgain() }
-    func testMessageGivenBackTooOftenGoesToTheDeadLetterPipe() throws { try checkMessageGivenBackTooOftenGoesToTheDeadLetterPipe() }
-}
-
-extension EmbeddedStoreContractTests {
-    func testCreateContainsListRemove() throws { try checkCreateContainsListRemove() }
-    func testPushThenFetchInOrderWithOffsets() throws { try checkPushThenFetchInOrderWithOffsets() }
-    func testFlushCompletesAfterMessagesAreStored() throws { try checkFlushCompletesAfterMessagesAreStored() }
-    func testObserversAreToldOfPushResetAndRemoval() throws { try checkObserversAreToldOfPushResetAndRemoval() }
-    func testResetMovesOldestToTheEndAndOffsetsKeepGrowing() throws { try checkResetMovesOldestToTheEndAndOffsetsKeepGrowing() }
-    func testRemovedPipeReportsRemoved() throws { try checkRemovedPipeReportsRemoved() }
-    func testStreamExtentCountsMessagesAndNewlines() throws { try checkStreamExtentCountsMessagesAndNewlines() }
-    func testWritersNeverInterleaveWithinAPush() throws { try checkWritersNeverInterleaveWithinAPush() }
-    func testReadinessAgreesWithFetch() throws { try checkReadinessAgreesWithFetch() }
-    func testTwoHostsTakeEachMessageExactlyOnce() throws { try checkTwoHostsTakeEachMessageExactlyOnce() }
-    func testGivenBackMessageGoesToTheOtherHost() throws { try checkGivenBackMessageGoesToTheOtherHost() }
-    func testSecondGroupSeesEveryMessageAgain() throws { try checkSecondGroupSeesEveryMessageAgain() }
-    func testMessageGivenBackTooOftenGoesToTheDeadLetterPipe() throws { try checkMessageGivenBackTooOftenGoesToTheDeadLetterPipe() }
-}
-
-extension KafkaStoreContractTests {
-    func testCreateContainsListRemove() throws { try checkCreateContainsListRemove() }
-    func testPushThenFetchInOrderWithOffsets() throws { try checkPushThenFetchInOrderWithOffsets() }
-    func testFlushCompletesAfterMessagesAreStored() throws { try checkFlushCompletesAfterMessagesAreStored() }
-    func testObserversAreToldOfPushResetAndRemoval() throws { try checkObserversAreToldOfPushResetAndRemoval() }
-    func testResetMovesOldestToTheEndAndOffsetsKeepGrowing() throws { try checkResetMovesOldestToTheEndAndOffsetsKeepGrowing() }
-    func testRemovedPipeReportsRemoved() throws { try checkRemovedPipeReportsRemoved() }
-    func testStreamExtentCountsMessagesAndNewlines() throws { try checkStreamExtentCountsMessagesAndNewlines() }
-    func testWritersNeverInterleaveWithinAPush() throws { try checkWritersNeverInterleaveWithinAPush() }
-    func testReadinessAgreesWithFetch() throws { try checkReadinessAgreesWithFetch() }
-    func testTwoHostsTakeEachMessageExactlyOnce() throws { try checkTwoHostsTakeEachMessageExactlyOnce() }
-    func testGivenBackMessageGoesToTheOtherHost() throws { try checkGivenBackMessageGoesToTheOtherHost() }
-    func testSecondGroupSeesEveryMessageAgain() throws { try checkSecondGroupSeesEveryMessageAgain() }
-    func testMessageGivenBackTooOftenGoesToTheDeadLetterPipe() throws { try checkMessageGivenBackTooOftenGoesToTheDeadLetterPipe() }
-}
