@@ -20,12 +20,12 @@ class StoreContractTests: XCTestCase {
     /// A fresh, empty store.
     func makeStore() throws -> PipeStore { InMemoryStore() }
 
-    /// The store's lifetime ends with the test's, whatever the test did.
+    /// What tear-down undoes before the store shuts down (groups, a second store), whatever the test did.
     private var cleanups: [() -> Void] = []
 
     static let logger: Logger = {
         var logger = Logger(label: "dnpipes.contract")
-        // DNPIPES_CONTRACT_LOG=debug shows what the stores and groups do, to see why a check failed.
+        // DNPIPES_CONTRACT_LOG=debug shows what the stores and groups do, to see why a test failed.
         logger.logLevel = ProcessInfo.processInfo.environment["DNPIPES_CONTRACT_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
         return logger
     }()
