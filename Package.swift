@@ -66,14 +66,21 @@ let package = Package(
             "CRdKafka", "DNPipesTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        // Helpers shared by the tests and the benchmark (a seeded generator, free loopback ports).
-        .target(name: "DNPipesTestSupport", path: "Tests/DNPipesTestSupport"),
+        // Helpers shared by the tests and the benchmark (a seeded generator, free loopback ports, the test
+        // broker, an in-memory PipeStore).
+        .target(name: "DNPipesTestSupport", dependencies: ["DNPipesCore"], path: "Tests/DNPipesTestSupport"),
         .testTarget(name: "DNPipesCoreTests", dependencies: ["DNPipesCore", "DNPipesTestSupport"]),
         .testTarget(name: "DNPipesEmbeddedTests", dependencies: [
             "DNPipesEmbedded", "DNPipesTestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         // The Kafka backend's logic that needs no broker: the shared window of a partition.
         .testTarget(name: "DNPipesKafkaTests", dependencies: ["DNPipesKafka", "DNPipesCore"]),
+        // One contract for every PipeStore, run in-process on the in-memory store, the embedded store and Kafka
+        // (a real tansu broker): pipes, writers, observers, resets, removal, stream positions, consumer groups.
+        .testTarget(name: "PipeStoreContractTests", dependencies: [
+            "DNPipesCore", "DNPipesEmbedded", "DNPipesKafka", "DNPipesTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Drives the real binary on real FUSE mounts from a shell.
         .testTarget(name: "MountTests", dependencies: ["DNPipesCore", "DNPipesTestSupport"]),
     ],

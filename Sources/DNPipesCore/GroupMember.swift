@@ -125,7 +125,9 @@ public final class GroupMember: @unchecked Sendable {
         journal.synchronize { [self] in
             queue.async { [self] in
                 readyTarget = journal.bounds().end
-                journalNext = journal.bounds().oldest
+                // Entries that arrived meanwhile were read already (the journal's observer reads them as they
+                // come): reading them again would apply each claim twice and count its delivery twice.
+                journalNext = max(journalNext, journal.bounds().oldest)
                 readJournal()
             }
         }

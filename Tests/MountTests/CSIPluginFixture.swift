@@ -13,7 +13,7 @@ class CSIPluginTestCase: XCTestCase {
     var pluginLog: String { root + "/plugin.log" }
     /// A topic prefix of this test's own on the shared broker.
     let topicPrefix = "csi\(UInt32.random(in: 0...UInt32.max))-"
-    var broker: KafkaBroker!
+    var broker: TestBroker!
     private(set) var plugin: Process?
     static let nodeID = "node-a"
 

@@ -1,54 +1,12 @@
 import DNPipesTestSupport
-import Foundation
 import XCTest
 
-/// A real Kafka-protocol broker (tansu, memory storage) on a free loopback port, started once for the test
-/// run and stopped when the test process exits. Its lifetime is bounded by `timeout` even if that exit is
-/// missed.
-/// Sendable: every stored property is a constant set in `init`, and `Process` is only read after it started.
-final class KafkaBroker: @unchecked Sendable {
-    static let shared = KafkaBroker()
-
-    let port: Int
-    let process: Process?
-    let failure: String?
-    var address: String { "127.0.0.1:\(port)" }
-
-    private init() {
-        port = freeLoopbackPort()
-        guard let tansu = findExecutable("tansu") else {
-            process = nil
-            failure = "the tansu broker is not installed (scripts/setup --test installs it)"
-            return
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        p.arguments = ["7200", tansu, "broker", "--listener-url", "tcp://127.0.0.1:\(port)",
-                       "--advertised-listener-url", "tcp://127.0.0.1:\(port)"]
-        let logPath = NSTemporaryDirectory() + "dnpipes-tansu-\(port).log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        p.standardOutput = FileHandle(forWritingAtPath: logPath)
-        p.standardError = FileHandle(forWritingAtPath: logPath)
-        do { try p.run() } catch {
-            process = nil
-            failure = "cannot start tansu: \(error)"
-            return
-        }
-        process = p
-        brokerPID = p.processIdentifier
-        atexit { if brokerPID > 0 { kill(brokerPID, SIGTERM) } }
-        // Ready once it accepts connections.
-        let deadline = Date().addingTimeInterval(20)
-        var ready = false
-        while Date() < deadline && !ready {
-            ready = canConnect(port: port)
-            if !ready { usleep(100_000) }
-        }
-        failure = ready ? nil : "tansu did not listen on port \(port) within 20 s (log: \(logPath))"
-    }
+/// The test process's tansu broker (see `TestBroker`).
+enum KafkaBroker {
+    static var shared: TestBroker { TestBroker.shared }
 
     /// The broker, or a test failure explaining why there is none.
-    static func require(file: StaticString = #filePath, line: UInt = #line) throws -> KafkaBroker {
+    static func require(file: StaticString = #filePath, line: UInt = #line) throws -> TestBroker {
         if let failure = shared.failure {
             XCTFail(failure, file: file, line: line)
             throw XCTSkip(failure)
@@ -56,16 +14,3 @@ final class KafkaBroker: @unchecked Sendable {
         return shared
     }
 }
-
-/// Written once, when the broker starts (the first test to need it), before the `atexit` handler that
-/// reads it can run.
-nonisolated(unsafe) private var brokerPID: pid_t = 0
-
-func findExecutable(_ name: String) -> String? {
-    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin").split(separator: ":") {
-        let path = "\(dir)/\(name)"
-        if FileManager.default.isExecutableFile(atPath: path) { return path }
-    }
-    return nil
-}
-
