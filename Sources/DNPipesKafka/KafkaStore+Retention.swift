@@ -17,6 +17,7 @@ extension KafkaStore: RetentionControl {
 
     public func setRetention(_ retention: Retention, of name: PipeName, completion: @escaping @Sendable (Error?) -> Void) {
         adminQueue.async { [self] in
+            guard isRunning else { return completion(PipeError.unavailable("the mount is stopping; the retention was not set")) }
             guard contains(name) else { return completion(PipeError.noSuchPipe(name)) }
             do {
                 try recordRetention(retention, of: name)
@@ -106,7 +107,17 @@ extension KafkaStore: RetentionControl {
         pipe.applyRetention(retention)
     }
 
-    /// Reads again the retention of every pipe streamed here (changes made on other hosts).
+    /// Reads again, off the metadata thread, the retention of every pipe streamed here (changes made on
+    /// other hosts); while the brokers are away, one read at a time waits for them, not one per round.
+    func scheduleRetentionRefresh() {
+        guard retentionReadPending.withLock({ pending in defer { pending = true }; return !pending }) else { return }
+        retentionReads.async { [self] in
+            // After shutdown began the clients may be gone (shutdown waits for this queue).
+            if isRunning { refreshRetentions(of: streamedPipes) }
+            retentionReadPending.withLock { $0 = false }
+        }
+    }
+
     func refreshRetentions(of open: [PipeName]) {
         guard let found = try? readRetentions(of: open) else { return }
         for (name, retention) in found { remember(retention, of: name) }

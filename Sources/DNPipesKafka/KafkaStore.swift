@@ -44,6 +44,9 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     /// Pipes' retentions as last read or set (see KafkaStore+Retention.swift).
     let retentions = LockedValue<[PipeName: Retention]>([:])
     let topicRetentionRefusalLogged = LockedValue(false)
+    /// Where retentions are read again (see `refreshRetentions`), off the metadata thread.
+    let retentionReads = DispatchQueue(label: "dnpipes.kafka.retention-reads")
+    let retentionReadPending = LockedValue(false)
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
         try KafkaHandle.checkVersion()
@@ -68,7 +71,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             var unanswered = 0
             while isRunning {
                 rounds += 1
-                if rounds % 5 == 0 { refreshRetentions(of: streamedPipes) }
+                if rounds % 5 == 0 { scheduleRetentionRefresh() }
                 // Every two seconds; shutdown signals the semaphore to end the wait at once.
                 _ = metadataWake.wait(timeout: .now() + 2)
                 guard isRunning else { break }
@@ -444,6 +447,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         topicAdmin.sync {}
         streamStarts.sync {}
         adminQueue.sync {}
+        retentionReads.sync {}
         shutdownClients()
     }
 
