@@ -50,6 +50,7 @@ extension KafkaStore: RetentionControl {
             throw PipeError.unavailable("topic \(topic): cannot record its retention (group \(KafkaStore.retentionGroup)): \(KafkaHandle.describe(err))")
         }
         remember(retention, of: name)
+        retentionCommits.withLock { $0[name] = Date() }
         setTopicRetention(retention, of: topic)
     }
 
@@ -118,9 +119,19 @@ extension KafkaStore: RetentionControl {
         }
     }
 
+    /// Brokers delete the offsets of a group without members after offsets.retention.minutes (a week by
+    /// default on Apache Kafka): a retention this mount has not committed for a day is committed again.
     func refreshRetentions(of open: [PipeName]) {
         guard let found = try? readRetentions(of: open) else { return }
-        for (name, retention) in found { remember(retention, of: name) }
+        let dayAgo = Date().addingTimeInterval(-86400)
+        for (name, retention) in found {
+            remember(retention, of: name)
+            guard retention != .none, retentionCommits.withLock({ $0[name].map { $0 < dayAgo } ?? true }) else { continue }
+            do { try recordRetention(retention, of: name) } catch {
+                logger.warning("the retention of the pipe was not committed again; it is read as before",
+                               metadata: ["pipe": "\(name)", "retention": "\(retention)", "error": "\(error)"])
+            }
+        }
     }
 
     /// Asks the brokers to apply the retention themselves (retention.ms; -1 keeps everything). Best effort:

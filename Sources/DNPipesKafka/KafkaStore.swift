@@ -47,6 +47,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     /// Where retentions are read again (see `refreshRetentions`), off the metadata thread.
     let retentionReads = DispatchQueue(label: "dnpipes.kafka.retention-reads")
     let retentionReadPending = LockedValue(false)
+    /// When this mount last committed each pipe's retention (brokers expire a member-less group's offsets).
+    let retentionCommits = LockedValue<[PipeName: Date]>([:])
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
         try KafkaHandle.checkVersion()
