@@ -19,7 +19,7 @@ public struct Retention: Sendable, Equatable, CustomStringConvertible {
         public init(description: String) { self.description = description }
     }
 
-    /// The largest retention: about 290 years, whose milliseconds still fit in an Int64 with room to add.
+    /// The largest retention: 2^33 seconds (about 270 years), whose milliseconds fit in an Int64 with room to spare.
     public static let maxSeconds: Int64 = 1 << 33
 
     /// Parses `none` or a positive whole number with a unit: `30s`, `15m`, `12h`, `7d`.

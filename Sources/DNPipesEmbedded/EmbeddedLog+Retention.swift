@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import Foundation
 import Logging
 import DNPipesCore
@@ -11,7 +12,8 @@ import DNPipesCore
 /// message not expired (`MessageAges`, checked under the log's lock, without reading any record). The disk
 /// is freed a whole segment at a time (`dropExpiredSegments`, once a second): a segment goes once every
 /// message in it has expired, and an active segment holding expired messages is closed first, so that a
-/// quiet pipe frees its disk too.
+/// quiet pipe frees its disk too. The start offset moves past expired messages, as a reset moves it past
+/// all of them, and may then lie inside a segment.
 extension EmbeddedLog: RetainedCounting {
     static let retentionFile = "retention"
 
@@ -77,14 +79,17 @@ extension EmbeddedLog: RetainedCounting {
         return (end - oldest, max(0, index.size - below), oldest, end)
     }
 
-    /// Frees the disk of expired messages, a whole segment at a time, without reading a record: segments
-    /// whose every message has expired are unlinked after the new start offset is written; an active segment
-    /// holding an expired message is closed (a new one takes the next pushes), so it goes once the rest of
-    /// it expires. Runs on the sync queue, in order with resets and syncs.
+    /// Moves the start past expired messages and frees their disk a whole segment at a time, without reading
+    /// a record: segments whose every message has expired are unlinked after the new start offset is written;
+    /// an active segment holding an expired message is closed (a new one takes the next pushes), so it goes
+    /// once the rest of it expires. The start file is written whenever segments go, else at most every ten
+    /// seconds, so that after a restart expired messages stay gone (the times of pushes are then known only
+    /// from segment mtimes). Runs on the sync queue, in order with resets and syncs.
     func dropExpiredSegments(logger: Logger) {
         lock.lock()
         guard !removed, ages.retention.seconds != nil else { lock.unlock(); return }
         let kept = oldestKept()
+        guard kept > start else { lock.unlock(); return }
         if let active = segments.last, active.count > 0, active.base < kept {
             guard let fresh = try? Segment.create(directory: directory, base: end) else {
                 lock.unlock()
@@ -94,29 +99,31 @@ extension EmbeddedLog: RetainedCounting {
             segments.append(fresh)
             directoryUnsynced = true
         }
-        var byte = start == index.origin ? 0 : ages.byte(at: start) ?? 0
         var dropped: [Segment] = []
         while segments.count > 1 && segments[1].base <= kept {
             let segment = segments.removeFirst()
             unsynced[ObjectIdentifier(segment)] = nil
-            byte += segment.size - segment.count * Int64(RecordFormat.headerSize) + segment.count
             dropped.append(segment)
         }
-        guard !dropped.isEmpty else { lock.unlock(); return }
-        let oldStart = dropped[0].base
-        start = segments[0].base
-        ages.rebase(at: start, byte: byte)
-        let newStart = start
+        let byte = kept == end ? index.size : ages.byte(at: kept) ?? index.size
+        start = kept
+        ages.rebase(at: kept, byte: byte)
+        let now = DispatchTime.now().uptimeNanoseconds
+        let writeStart = !dropped.isEmpty || now - expiryWroteStart >= 10_000_000_000
+        if writeStart { expiryWroteStart = now }
         lock.unlock()
+        guard writeStart else { return }
         // Durable order as for a reset: the new start offset first, then the files go; a crash in between
         // leaves files that the next open deletes.
-        do { try writeStartFile(newStart) } catch {
+        do { try writeStartFile(kept) } catch {
             return logger.error("expired messages are skipped but their segments stay on disk",
-                                metadata: ["pipe": "\(name)", "op": "expire", "offset": "\(newStart)", "error": "\(error)"])
+                                metadata: ["pipe": "\(name)", "op": "expire", "offset": "\(kept)", "error": "\(error)"])
         }
         try? withDirectory { dir in for segment in dropped { unlinkat(dir, Segment.fileName(base: segment.base), 0) } }
-        logger.info("expired messages removed", metadata: ["pipe": "\(name)", "op": "expire", "messages": "\(newStart - oldStart)",
-                                                           "segments": "\(dropped.count)", "oldest": "\(newStart)"])
+        if !dropped.isEmpty {
+            logger.info("expired segments removed", metadata: ["pipe": "\(name)", "op": "expire", "segments": "\(dropped.count)",
+                                                               "bytes": "\(dropped.reduce(0) { $0 + $1.size })", "oldest": "\(kept)"])
+        }
     }
 
     /// Replaces `file` in the directory `dirFD` durably: a temporary file, fsync'ed, renamed over it.

@@ -50,6 +50,8 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     var positionHints: [Int64: (Int64, Int64)] = [:]
     /// When messages were pushed and how long they are kept (see EmbeddedLog+Retention.swift).
     var ages: MessageAges
+    /// When expiry last wrote the start file (uptime nanoseconds; see EmbeddedLog+Retention.swift).
+    var expiryWroteStart: UInt64 = 0
 
     private init(name: PipeName, directory: String, config: EmbeddedStore.Configuration, syncQueue: DispatchQueue,
                  segments: [Segment], start: Int64, index: StreamIndex, lastPush: timespec, ages: MessageAges) {

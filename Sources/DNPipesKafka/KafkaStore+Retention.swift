@@ -17,6 +17,7 @@ extension KafkaStore: RetentionControl {
 
     public func setRetention(_ retention: Retention, of name: PipeName, completion: @escaping @Sendable (Error?) -> Void) {
         adminQueue.async { [self] in
+            guard isRunning else { return completion(PipeError.unavailable("the mount is stopping; the retention was not set")) }
             guard contains(name) else { return completion(PipeError.noSuchPipe(name)) }
             do {
                 try recordRetention(retention, of: name)
@@ -49,6 +50,7 @@ extension KafkaStore: RetentionControl {
             throw PipeError.unavailable("topic \(topic): cannot record its retention (group \(KafkaStore.retentionGroup)): \(KafkaHandle.describe(err))")
         }
         remember(retention, of: name)
+        retentionCommits.withLock { $0[name] = Date() }
         setTopicRetention(retention, of: topic)
     }
 
@@ -106,10 +108,30 @@ extension KafkaStore: RetentionControl {
         pipe.applyRetention(retention)
     }
 
-    /// Reads again the retention of every pipe streamed here (changes made on other hosts).
+    /// Reads again, off the metadata thread, the retention of every pipe streamed here (changes made on
+    /// other hosts); while the brokers are away, one read at a time waits for them, not one per round.
+    func scheduleRetentionRefresh() {
+        guard retentionReadPending.withLock({ pending in defer { pending = true }; return !pending }) else { return }
+        retentionReads.async { [self] in
+            // After shutdown began the clients may be gone (shutdown waits for this queue).
+            if isRunning { refreshRetentions(of: streamedPipes) }
+            retentionReadPending.withLock { $0 = false }
+        }
+    }
+
+    /// Brokers delete the offsets of a group without members after offsets.retention.minutes (a week by
+    /// default on Apache Kafka): a retention this mount has not committed for a day is committed again.
     func refreshRetentions(of open: [PipeName]) {
         guard let found = try? readRetentions(of: open) else { return }
-        for (name, retention) in found { remember(retention, of: name) }
+        let dayAgo = Date().addingTimeInterval(-86400)
+        for (name, retention) in found {
+            remember(retention, of: name)
+            guard retention != .none, retentionCommits.withLock({ $0[name].map { $0 < dayAgo } ?? true }) else { continue }
+            do { try recordRetention(retention, of: name) } catch {
+                logger.warning("the retention of the pipe was not committed again; it is read as before",
+                               metadata: ["pipe": "\(name)", "retention": "\(retention)", "error": "\(error)"])
+            }
+        }
     }
 
     /// Asks the brokers to apply the retention themselves (retention.ms; -1 keeps everything). Best effort:

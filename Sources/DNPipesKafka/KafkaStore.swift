@@ -48,6 +48,11 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     /// Pipes' retentions as last read or set (see KafkaStore+Retention.swift).
     let retentions = LockedValue<[PipeName: Retention]>([:])
     let topicRetentionRefusalLogged = LockedValue(false)
+    /// Where retentions are read again (see `refreshRetentions`), off the metadata thread.
+    let retentionReads = DispatchQueue(label: "dnpipes.kafka.retention-reads")
+    let retentionReadPending = LockedValue(false)
+    /// When this mount last committed each pipe's retention (brokers expire a member-less group's offsets).
+    let retentionCommits = LockedValue<[PipeName: Date]>([:])
 
     public init(configuration: KafkaConfiguration, logger: Logger) throws {
         try KafkaHandle.checkVersion()
@@ -67,13 +72,26 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         start("dnpipes-kafka-consumer") { [unowned self] in consumer.run(while: { isRunning }) }
         start("dnpipes-kafka-metadata") { [unowned self] in
             var rounds = 0
+            // Rounds in a row the brokers did not answer: the first and then one a minute are logged, and
+            // the round they answer again.
+            var unanswered = 0
             while isRunning {
                 rounds += 1
-                if rounds % 5 == 0 { refreshRetentions(of: streamedPipes) }
+                if rounds % 5 == 0 { scheduleRetentionRefresh() }
                 // Every two seconds; shutdown signals the semaphore to end the wait at once.
                 _ = metadataWake.wait(timeout: .now() + 2)
-                if isRunning, let error = refreshMetadata(timeout: 5) {
-                    logger.warning("Kafka metadata refresh failed (\(configuration.brokers)): \(error)")
+                guard isRunning else { break }
+                if let error = refreshMetadata(timeout: 5) {
+                    if unanswered % 30 == 0 {
+                        logger.warning("Kafka metadata refresh failed",
+                                       metadata: ["broker": "\(configuration.brokers)", "op": "metadata", "error": "\(error)",
+                                                  "failures": "\(unanswered + 1)"])
+                    }
+                    unanswered += 1
+                } else if unanswered > 0 {
+                    logger.notice("Kafka brokers answer again", metadata: ["broker": "\(configuration.brokers)", "op": "metadata",
+                                                                         "after_failures": "\(unanswered)"])
+                    unanswered = 0
                 }
             }
         }
@@ -464,6 +482,7 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         topicAdmin.sync {}
         streamStarts.sync {}
         adminQueue.sync {}
+        retentionReads.sync {}
         shutdownClients()
     }
 

@@ -32,6 +32,12 @@ final class KafkaMetricsTests: RelayedBrokerTestCase {
         XCTAssertTrue(text.contains(#"dnpipes_readers{pipe="p"} 1"#), text)
         // librdkafka's own lines go through the daemon's logger, with their client named.
         XCTAssertTrue(log.contains(" librdkafka: client="), log)
+        // The outage is one line in the log when it starts and one when it ends.
+        XCTAssertTrue(log.contains("Kafka metadata refresh failed") && log.contains("broker=127.0.0.1:\(relayPort)"), log)
+        XCTAssertTrue(BrokerRig.startRelay(listen: relayPort, target: brokerPort), "the relay did not start again")
+        eventually("grep -q 'Kafka brokers answer again' \"$DATA/dnpipes.log\"", seconds: 20)
+        text = scrape()
+        XCTAssertTrue(text.contains("dnpipes_kafka_brokers_reachable 1"), text)
         ok("kill $(cat \"$ROOT/reader.pid\")")
     }
 }

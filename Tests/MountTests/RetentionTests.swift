@@ -84,7 +84,7 @@ final class EmbeddedRetentionTests: MountTestCase {
         """)
         eventually("! test -e \"$DATA/pipes/p/00000000000000000000.log\"", seconds: 10)
         XCTAssertEqual(ok("cat \"$DATA/pipes/p/start\""), "1000\n")
-        XCTAssertTrue(log.contains("expired messages removed") && log.contains("messages=1000"), log)
+        XCTAssertTrue(log.contains("expired segments removed") && log.contains("segments=1"), log)
         ok("echo kept > p")
         ok("setfattr -n user.dnpipes.retention -v 1d p")
         unmountAll()
