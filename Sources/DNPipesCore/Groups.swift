@@ -4,13 +4,13 @@ import Logging
 /// The consumer groups of one process (a mount's daemon, or a command-line client): one `GroupMember` per
 /// group and pipe read here, all under one member id, which is new for every process so that a restarted
 /// daemon is a new member and what the old one held is given out again.
-// @unchecked Sendable: `members` lives in a lock box; the rest is set in init.
+// @unchecked Sendable: `byJournal` lives in a lock box; the rest is set in init.
 public final class Groups: @unchecked Sendable {
     public let store: PipeStore
     public let settings: GroupSettings
     public let memberID: String
     private let logger: Logger
-    private let members = LockedValue<[PipeName: GroupMember]>([:])
+    private let byJournal = LockedValue<[PipeName: GroupMember]>([:])
 
     public init(store: PipeStore, settings: GroupSettings, logger: Logger) {
         self.store = store
@@ -31,13 +31,13 @@ public final class Groups: @unchecked Sendable {
     /// May read the disk or wait on the network: never call it on a FUSE thread.
     public func member(group: PipeName, pipe: PipeName) throws -> GroupMember {
         let journalName = try GroupJournal.name(group: group, pipe: pipe)
-        if let known = members.withLock({ $0[journalName] }) { return known }
+        if let known = byJournal.withLock({ $0[journalName] }) { return known }
         guard let log = try store.open(pipe) else { throw PipeError.noSuchPipe(pipe) }
         try store.create(journalName)
         guard let journal = try store.open(journalName) else { throw PipeError.noSuchPipe(journalName) }
         let made = try GroupMember(group: group, pipe: log, journal: journal, store: store, memberID: memberID,
                                    settings: settings, logger: logger)
-        let (member, isNew) = members.withLock { all -> (GroupMember, Bool) in
+        let (member, isNew) = byJournal.withLock { all -> (GroupMember, Bool) in
             if let raced = all[journalName] { return (raced, false) }
             all[journalName] = made
             return (made, true)
@@ -45,6 +45,9 @@ public final class Groups: @unchecked Sendable {
         if isNew { member.start() }
         return member
     }
+
+    /// This process's members, one per group and pipe read here.
+    public var members: [GroupMember] { byJournal.withLock { Array($0.values) } }
 
     /// The groups that have read some pipe (their journals exist), by name.
     public func list() throws -> [PipeName] {
@@ -75,13 +78,13 @@ public final class Groups: @unchecked Sendable {
     /// The member's last entries reach the journal before it goes: a late one would land in a journal made
     /// again under the name (a Kafka topic re-created).
     private func removeJournal(_ name: PipeName) throws {
-        members.withLock { $0.removeValue(forKey: name) }?.stop(wait: true)
+        byJournal.withLock { $0.removeValue(forKey: name) }?.stop(wait: true)
         try store.remove(name)
     }
 
     /// Stops every member (what they claimed ahead goes back).
     public func shutdown() {
-        let all = members.withLock { all -> [GroupMember] in
+        let all = byJournal.withLock { all -> [GroupMember] in
             defer { all = [:] }
             return Array(all.values)
         }

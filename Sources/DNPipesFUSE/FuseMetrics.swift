@@ -159,6 +159,8 @@ public final class PipeSeries: Sendable {
     }
     private let state = LockedValue<(counters: [PipeName: PipeCounters], gauges: [PipeName: Gauges])>(([:], [:]))
     private let pipes = Gauge(label: "dnpipes_pipes")
+    /// A group's backlog per pipe it reads here, by (pipe, group).
+    private let backlogs = LockedValue<[String: Gauge]>([:])
 
     /// A pipe's counters; without metrics a handle's own, which counts nothing, so nothing is kept per pipe.
     func counters(for pipe: PipeName) -> PipeCounters {
@@ -204,5 +206,24 @@ public final class PipeSeries: Sendable {
             if let count = retained[name] { g.retained?.record(count) }
         }
         pipes.record(names.count)
+        refreshBacklogs(filesystem.groups.members)
+    }
+
+    /// `dnpipes_group_backlog_messages{pipe,group}` for every group read on this mount; a forgotten group's
+    /// series goes.
+    private func refreshBacklogs(_ members: [GroupMember]) {
+        let known = members.compactMap { m in m.lastBacklog.map { ("\(m.pipeName)\u{0}\(m.group)", m, $0.free) } }
+        let (gone, gauges) = backlogs.withLock { all -> ([Gauge], [String: Gauge]) in
+            let keep = Set(known.map(\.0))
+            let gone = all.filter { !keep.contains($0.key) }
+            for key in gone.keys { all[key] = nil }
+            for (key, member, _) in known where all[key] == nil {
+                all[key] = Gauge(label: "dnpipes_group_backlog_messages",
+                                 dimensions: [("pipe", member.pipeName.value), ("group", member.group.value)])
+            }
+            return (Array(gone.values), all)
+        }
+        gone.forEach { $0.destroy() }
+        for (key, _, free) in known { gauges[key]?.record(free) }
     }
 }

@@ -59,6 +59,18 @@ final class MetricsTests: MountTestCase {
         XCTAssertTrue(after.contains(#"pipe="q""#), after)
     }
 
+    /// A group's backlog: what no member of it has yet, per pipe and group read on the mount; a forgotten
+    /// group's series goes.
+    func testGroupBacklogIsAGauge() {
+        ok("seq 1 6 > jobs")
+        XCTAssertEqual(ok("timeout 10 head -n 2 .take/workers/jobs"), "1\n2\n")
+        let series = #"dnpipes_group_backlog_messages{pipe="jobs",group="workers"}"#
+        // The taker's member gives back what it claimed ahead a second after its last reader closed.
+        eventually("python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:\(port)/metrics\", timeout=5).read().decode())' | grep -qx '\(series) 4.0\\|\(series) 4'")
+        ok("rmdir .group/workers")
+        XCTAssertFalse(scrape().contains("dnpipes_group_backlog_messages"), "the forgotten group's series went")
+    }
+
     func testErrorsAreCountedByOperationAndErrno() {
         sh("cat missing; mkdir d")
         let text = scrape()
