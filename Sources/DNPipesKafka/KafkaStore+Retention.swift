@@ -31,24 +31,7 @@ extension KafkaStore: RetentionControl {
     /// Records and applies a retention (on the admin queue: it waits on the network).
     func recordRetention(_ retention: Retention, of name: PipeName) throws {
         let topic = configuration.topicPrefix + name.value
-        let list = partitionList(topic, offsets: [retention.seconds ?? 0])
-        defer { rd_kafka_topic_partition_list_destroy(list) }
-        guard let request = rd_kafka_AlterConsumerGroupOffsets_new(KafkaStore.retentionGroup, list) else {
-            throw PipeError.io("topic \(topic): cannot build an offset commit")
-        }
-        defer { rd_kafka_AlterConsumerGroupOffsets_destroy(request) }
-        var requests: [OpaquePointer?] = [request]
-        let err = try adminRequest(what: "record the retention of \(topic)") { options, queue in
-            rd_kafka_AlterConsumerGroupOffsets(admin, &requests, 1, options, queue)
-        } result: { event in
-            partitionResults(rd_kafka_event_AlterConsumerGroupOffsets_result(event).map {
-                var count = 0
-                return rd_kafka_AlterConsumerGroupOffsets_result_groups($0, &count).flatMap { count > 0 ? $0[0] : nil }
-            } ?? nil) { _, _ in }
-        }
-        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
-            throw PipeError.unavailable("topic \(topic): cannot record its retention (group \(KafkaStore.retentionGroup)): \(KafkaHandle.describe(err))")
-        }
+        try commitOffsets([retention.seconds ?? 0], of: topic, group: KafkaStore.retentionGroup, what: "the retention")
         remember(retention, of: name)
         retentionCommits.withLock { $0[name] = Date() }
         setTopicRetention(retention, of: topic)

@@ -44,14 +44,20 @@ extension KafkaStore {
         let current = (try? resetFloors(of: topic, partitions: floors.count)) ?? []
         if current.count == floors.count && zip(current, floors).allSatisfy({ $0 >= $1 }) { return }
         let merged = floors.enumerated().map { max($0.element, $0.offset < current.count ? current[$0.offset] : 0) }
-        let list = partitionList(topic, offsets: merged)
+        try commitOffsets(merged, of: topic, group: KafkaStore.resetGroup, what: "the reset")
+    }
+
+    /// Commits one offset per partition of `topic` for a group that never has members: how dnpipes keeps
+    /// small per-topic facts (reset floors, retentions) with the cluster, with the APIs every broker has.
+    func commitOffsets(_ offsets: [Int64], of topic: String, group: String, what: String) throws {
+        let list = partitionList(topic, offsets: offsets)
         defer { rd_kafka_topic_partition_list_destroy(list) }
-        guard let request = rd_kafka_AlterConsumerGroupOffsets_new(KafkaStore.resetGroup, list) else {
+        guard let request = rd_kafka_AlterConsumerGroupOffsets_new(group, list) else {
             throw PipeError.io("topic \(topic): cannot build an offset commit")
         }
         defer { rd_kafka_AlterConsumerGroupOffsets_destroy(request) }
         var requests: [OpaquePointer?] = [request]
-        let err = try adminRequest(what: "record the reset of \(topic)") { options, queue in
+        let err = try adminRequest(what: "record \(what) of \(topic)") { options, queue in
             rd_kafka_AlterConsumerGroupOffsets(admin, &requests, 1, options, queue)
         } result: { event in
             partitionResults(rd_kafka_event_AlterConsumerGroupOffsets_result(event).map {
@@ -60,7 +66,7 @@ extension KafkaStore {
             } ?? nil) { _, _ in }
         }
         guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
-            throw PipeError.unavailable("topic \(topic): cannot record the reset (group \(KafkaStore.resetGroup)): \(KafkaHandle.describe(err))")
+            throw PipeError.unavailable("topic \(topic): cannot record \(what) (group \(group)): \(KafkaHandle.describe(err))")
         }
     }
 }

@@ -2,8 +2,10 @@ import Dispatch
 import Foundation
 import DNPipesCore
 import DNPipesFUSE
+import Logging
 
-/// `dnpipes ls -l`: a line per pipe with what it retains, when it was last pushed to and its retention.
+/// `dnpipes ls -l`: a line per pipe with what it retains, when it was last pushed to, its retention, and the
+/// backlog of every group that reads it (`GROUP=N`: messages no member of the group has yet).
 enum LongListing {
     struct Row {
         var name: PipeName
@@ -32,16 +34,39 @@ enum LongListing {
         }
         done.wait()
         let found = rows.withLock { $0 }
-        Swift.print(format(["MESSAGES", "BYTES", "LAST PUSH", "RETENTION", "PIPE"]))
+        let backlogs = try groupBacklogs(store)
+        Swift.print(format(["MESSAGES", "BYTES", "LAST PUSH", "RETENTION", "GROUPS", "PIPE"]))
         for name in names {
             guard let row = found[name] else { continue }
+            let groups = (backlogs[name] ?? []).map { "\($0.group)=\($0.free)" }.joined(separator: ",")
             Swift.print(format(["\(row.facts.messages)", "\(row.facts.bytes)", row.lastPush.map(timestamp) ?? "-",
-                                "\(row.retention)", name.value]))
+                                "\(row.retention)", groups.isEmpty ? "-" : groups, name.value]))
         }
     }
 
+    /// Each group's backlog, per pipe: a member reads the group's journal (writing nothing: it has no reader,
+    /// so it claims nothing, and it takes no other member for lost).
+    private static func groupBacklogs(_ store: PipeStore) throws -> [PipeName: [(group: PipeName, free: Int)]] {
+        var logger = Logger(label: "dnpipes")   // the logging system was set up with the store
+        logger.logLevel = .warning
+        let groups = Groups(store: store, settings: GroupSettings(memberTimeout: 3600, othersMayBeAlive: true), logger: logger)
+        defer { groups.shutdown() }
+        let found = LockedValue<[PipeName: [(group: PipeName, free: Int)]]>([:])
+        let done = DispatchGroup()
+        for (group, pipe) in try store.list().compactMap(GroupJournal.parse) {
+            guard let member = try? groups.member(group: group, pipe: pipe) else { continue }
+            done.enter()
+            member.backlog { free, _ in
+                found.withLock { $0[pipe, default: []].append((group, free)) }
+                done.leave()
+            }
+        }
+        _ = done.wait(timeout: .now() + 15)
+        return found.withLock { all in all.mapValues { $0.sorted { $0.group < $1.group } } }
+    }
+
     private static func format(_ columns: [String]) -> String {
-        let widths = [10, 14, 20, 9]
+        let widths = [10, 14, 20, 9, 16]
         var line = ""
         for (i, column) in columns.enumerated() {
             if i < widths.count {
