@@ -22,7 +22,8 @@ final class PendingReply: Interruptible, Sendable {
     private let interrupts: InterruptTable
     private let interrupted: (@Sendable () -> Void)?
 
-    /// `interrupted` runs when an interrupt answered the request (to log what was left going).
+    /// `interrupted` runs when an interrupt takes the request, just before it is answered with EINTR (to log
+    /// what was left going, or to stop waiting for it).
     init(_ request: Request, interrupts: InterruptTable, interrupted: (@Sendable () -> Void)? = nil) {
         state = LockedValue((request, 0))
         self.interrupts = interrupts
@@ -54,7 +55,9 @@ final class PendingReply: Interruptible, Sendable {
     func interrupt(token: UInt64) {
         guard let (request, _) = take() else { return }
         interrupts.unregister(token)
-        request.reply(error: EINTR)
+        // Before the answer: a read restarted after the signal (SA_RESTART) may come at once, and must find
+        // the handle no longer waiting.
         interrupted?()
+        request.reply(error: EINTR)
     }
 }

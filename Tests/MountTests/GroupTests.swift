@@ -15,7 +15,9 @@ final class GroupTests: MountTestCase {
           eval "pid$w=$!"
         done
         for i in $(seq 300); do [ "$(cat "$ROOT"/done.* 2>/dev/null | wc -l)" -ge 400 ] && break; sleep 0.1; done
-        sleep 0.5
+        # Stopped once the group has done every job: a worker stopped after its last job but before its next
+        # read would give that job back, to be done again (at least once).
+        for i in $(seq 100); do [ "$(getfattr --only-values -n user.dnpipes.taken .group/workers/jobs)" = 0 ] && break; sleep 0.1; done
         kill $pid1 $pid2 $pid3 $pid4 2>/dev/null; wait 2>/dev/null
         for w in 1 2 3 4; do echo "worker $w: $(wc -l < "$ROOT/done.$w")"; done
         cat "$ROOT"/done.* | sort -n | uniq -d | head -3 | sed 's/^/twice: /'
@@ -250,7 +252,12 @@ final class KafkaGroupTests: TwoHostTestCase {
         done
         seq 1 2000 > jobs
         for i in $(seq 600); do [ "$(cat "$ROOT"/done.* 2>/dev/null | wc -l)" -ge 2000 ] && break; sleep 0.1; done
-        sleep 1
+        # Stopped once neither host's workers hold a job (see the test above).
+        for i in $(seq 100); do
+          [ "$(getfattr --only-values -n user.dnpipes.taken "$MNT/.group/workers/jobs")" = 0 ] &&
+            [ "$(getfattr --only-values -n user.dnpipes.taken "$ROOT/mnt2/.group/workers/jobs")" = 0 ] && break
+          sleep 0.1
+        done
         kill $pid1 $pid2 $pid3 $pid4 2>/dev/null; wait 2>/dev/null
         for w in 1 2 3 4; do echo "worker $w: $(cat "$ROOT/done.$w" 2>/dev/null | wc -l)"; done
         cat "$ROOT"/done.* | sort -n | uniq -d | head -3 | sed 's/^/twice: /'
