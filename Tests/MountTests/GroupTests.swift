@@ -1,6 +1,19 @@
 import DNPipesTestSupport
 import XCTest
 
+/// Shell lines that start a reader holding one job of `view` (read, never done) in the background, as
+/// `$holder`, and wait until it printed the job to `$ROOT/held`.
+func holdingOneJob(_ view: String, wait tenths: Int = 100) -> String {
+    """
+    python3 -c '
+    import time
+    f = open("\(view)")
+    print(f.readline(), end="", flush=True)
+    time.sleep(60)' > "$ROOT/held" 2>/dev/null & holder=$!
+    for i in $(seq \(tenths)); do [ -s "$ROOT/held" ] && break; sleep 0.1; done
+    """
+}
+
 /// Consumer groups on one mount (both backends): `.group/G/PIPE` for loop workers, `.take/G/PIPE` for
 /// one-shot takers, with real shells and Python as the workers.
 final class GroupTests: MountTestCase {
@@ -60,12 +73,7 @@ final class GroupTests: MountTestCase {
     func testJobOfAKilledWorkerIsDoneByAnother() {
         ok("printf 'first\\nsecond\\n' > jobs")
         let out = ok("""
-        python3 -c '
-        import os, time
-        f = open(".group/g/jobs")
-        print(f.readline(), end="", flush=True)
-        time.sleep(60)' > "$ROOT/held" & holder=$!
-        for i in $(seq 100); do [ -s "$ROOT/held" ] && break; sleep 0.1; done
+        \(holdingOneJob(".group/g/jobs"))
         echo "held: $(cat "$ROOT/held")"
         timeout 10 head -n 1 .take/g/jobs
         kill -9 $holder; wait $holder 2>/dev/null
@@ -155,12 +163,7 @@ final class GroupTests: MountTestCase {
         XCTAssertEqual(ok("timeout 10 head -n 2 .take/g/jobs"), "1\n2\n")
         // While a reader holds job 3, its mount has the other four claimed ahead for its readers: all taken.
         let out = ok("""
-        python3 -c '
-        import time
-        f = open(".group/g/jobs")
-        print(f.readline(), end="", flush=True)
-        time.sleep(30)' > "$ROOT/held" & holder=$!
-        for i in $(seq 100); do [ -s "$ROOT/held" ] && break; sleep 0.1; done
+        \(holdingOneJob(".group/g/jobs"))
         echo "$(getfattr --only-values -n user.dnpipes.backlog .group/g/jobs) $(getfattr --only-values -n user.dnpipes.taken .group/g/jobs)"
         kill $holder; wait $holder 2>/dev/null || true
         """, timeout: 40)
@@ -197,16 +200,6 @@ final class GroupTests: MountTestCase {
         XCTAssertEqual(out, "40 jobs done by 4 pods\n40\n")
         XCTAssertEqual(ok("awk '$2 != $1 * $1' .drain/results"), "", "every result is right")
     }
-
-    /// The command line is a member of the same group as mounted readers.
-    func testCommandLineMemberSharesTheGroupWithTheMount() throws {
-        try XCTSkipUnless(isKafka, "the embedded store's data directory is the daemon's while it is mounted")
-        ok("seq 1 6 > jobs")
-        XCTAssertEqual(ok("timeout 10 head -n 2 .take/g/jobs"), "1\n2\n")
-        XCTAssertEqual(ok("timeout 20 \"$DNPIPES\" pull $BACKEND --group g --limit 2 jobs"), "3\n4\n")
-        XCTAssertEqual(ok("timeout 10 head -n 2 .take/g/jobs"), "5\n6\n")
-        XCTAssertEqual(ok("\"$DNPIPES\" ls $BACKEND"), "jobs\n", "a group's journal is not listed as a pipe")
-    }
 }
 
 /// Group state on the embedded store survives the daemon: done marks are kept, and what was out when it was
@@ -219,12 +212,7 @@ final class GroupRestartTests: MountTestCase {
         XCTAssertEqual(ok("timeout 10 head -n 2 .take/g/jobs"), "1\n2\n")
         // A worker holds job 3 (read, not done) when the daemon is killed.
         ok("""
-        python3 -c '
-        import time
-        f = open(".group/g/jobs")
-        print(f.readline(), end="", flush=True)
-        time.sleep(60)' > "$ROOT/held" 2>/dev/null &
-        for i in $(seq 100); do [ -s "$ROOT/held" ] && break; sleep 0.1; done
+        \(holdingOneJob(".group/g/jobs"))
         """)
         XCTAssertEqual(try String(contentsOfFile: root + "/held", encoding: .utf8), "3\n")
         let pid = daemonPID
@@ -268,18 +256,23 @@ final class KafkaGroupTests: TwoHostTestCase {
         for w in 1...4 { XCTAssertFalse(out.contains("worker \(w): 0\n"), "worker \(w) got no job: \(out)") }
     }
 
+    /// The command line is a member of the same group as mounted readers (on Kafka: the embedded store's
+    /// data directory is the daemon's while it is mounted).
+    func testCommandLineMemberSharesTheGroupWithTheMount() {
+        ok("seq 1 6 > jobs")
+        XCTAssertEqual(ok("timeout 10 head -n 2 .take/g/jobs"), "1\n2\n")
+        XCTAssertEqual(ok("timeout 20 \"$DNPIPES\" pull $BACKEND --group g --limit 2 jobs"), "3\n4\n")
+        XCTAssertEqual(ok("timeout 10 head -n 2 .take/g/jobs"), "5\n6\n")
+        XCTAssertEqual(ok("\"$DNPIPES\" ls $BACKEND"), "jobs\n", "a group's journal is not listed as a pipe")
+    }
+
     /// A host whose daemon is killed while its workers hold jobs: the other host does those jobs once the
     /// group timeout (3 s here) has passed.
     func testJobsHeldOnAKilledHostAreDoneOnTheOther() throws {
         ok("seq 1 4 > jobs")
         eventually("test -e \"$ROOT/mnt2/jobs\"")
         ok("""
-        python3 -c '
-        import time
-        f = open("\(mnt2)/.group/g/jobs")
-        print(f.readline(), end="", flush=True)
-        time.sleep(60)' > "$ROOT/held" 2>/dev/null &
-        for i in $(seq 150); do [ -s "$ROOT/held" ] && break; sleep 0.1; done
+        \(holdingOneJob("\(mnt2)/.group/g/jobs", wait: 150))
         """, timeout: 30)
         XCTAssertEqual(try String(contentsOfFile: root + "/held", encoding: .utf8), "1\n")
         let second = shell("pgrep -f -- 'mount \(mnt2) ' | head -n 1").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
