@@ -130,11 +130,7 @@ public struct GroupLedger: Sendable {
                 holder[o] = member
                 holdings[member, default: []].insert(o)
                 deliveries[o, default: 0] += 1
-                if o >= frontier {
-                    // Offsets skipped over between the old frontier and this one stay free.
-                    if o > frontier { for skipped in frontier..<o { returned.insert(skipped) } }
-                    frontier = o + 1
-                }
+                advanceFrontier(past: o)
                 change.won.append(o)
             }
         case .done(_, let offsets), .dead(_, let offsets):
@@ -142,10 +138,7 @@ public struct GroupLedger: Sendable {
                 if let member = holder.removeValue(forKey: o) { holdings[member]?.remove(o) }
                 returned.remove(o)
                 deliveries[o] = nil
-                if o >= frontier {
-                    if o > frontier { for skipped in frontier..<o { returned.insert(skipped) } }
-                    frontier = o + 1
-                }
+                advanceFrontier(past: o)
                 done.insert(o)
             }
             while done.remove(floor) != nil { floor += 1 }
@@ -167,6 +160,13 @@ public struct GroupLedger: Sendable {
         }
         for (member, held) in holdings where held.isEmpty { holdings[member] = nil }
         return change
+    }
+
+    /// Moves the frontier past `o`; offsets skipped over between the old frontier and `o` stay free.
+    private mutating func advanceFrontier(past o: Int64) {
+        guard o >= frontier else { return }
+        for skipped in frontier..<o { returned.insert(skipped) }
+        frontier = o + 1
     }
 
     private mutating func free(_ o: Int64) {

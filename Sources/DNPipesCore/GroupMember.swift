@@ -93,7 +93,6 @@ public final class GroupMember: @unchecked Sendable {
     private var observerTokens: (pipe: Int, journal: Int) = (0, 0)
     /// Whether a reader may find something now, for poll (read from any thread).
     private let availableNow = LockedValue(false)
-    private let backlogNow = LockedValue<(free: Int, out: Int)?>(nil)
     private let availability = Observers()
 
     init(group: PipeName, pipe: PipeLog, journal: PipeLog, store: PipeStore, memberID: String,
@@ -437,15 +436,18 @@ public final class GroupMember: @unchecked Sendable {
         append(.claim(member: memberID, offsets: offsets))
     }
 
-    /// The backlog as of the member's last turn (for metrics; nil until the journal was read).
-    public var lastBacklog: (free: Int, out: Int)? { backlogNow.withLock { $0 } }
+    /// The backlog now, nil until the journal was read. Waits for the member's queue (for a metrics scrape;
+    /// never call it on a FUSE thread, nor on that queue).
+    public func currentBacklog() -> (free: Int, out: Int)? {
+        queue.sync {
+            guard ready else { return nil }
+            let bounds = pipe.bounds()
+            return ledger.backlog(from: bounds.oldest, below: bounds.end)
+        }
+    }
 
     private func updateAvailability() {
         let bounds = pipe.bounds()
-        if ready {
-            let counts = ledger.backlog(from: bounds.oldest, below: bounds.end)
-            backlogNow.withLock { $0 = counts }
-        }
         let now = !pool.isEmpty || !ledger.free(from: bounds.oldest, below: bounds.end, limit: 1).isEmpty || removed
         let was = availableNow.withLock { value -> Bool in
             let was = value

@@ -212,7 +212,7 @@ public final class PipeSeries: Sendable {
     /// `dnpipes_group_backlog_messages{pipe,group}` for every group read on this mount; a forgotten group's
     /// series goes.
     private func refreshBacklogs(_ members: [GroupMember]) {
-        let known = members.compactMap { m in m.lastBacklog.map { ("\(m.pipeName)\u{0}\(m.group)", m, $0.free) } }
+        let known = members.compactMap { m in m.currentBacklog().map { ("\(m.pipeName)\u{0}\(m.group)", m, $0.free) } }
         let (gone, gauges) = backlogs.withLock { all -> ([Gauge], [String: Gauge]) in
             let keep = Set(known.map(\.0))
             let gone = all.filter { !keep.contains($0.key) }

@@ -13,14 +13,6 @@ extension PipeFileSystem {
                    uid: owner.uid, gid: owner.gid, time: mountTime, timeout: options.cacheSeconds)
     }
 
-    func lookUpMember(_ request: Request, group: PipeName, pipe: PipeName, view: Inodes.GroupView) {
-        if store.contains(pipe) { return request.reply(entry: memberAttributes(group, pipe, view)) }
-        let pending = PendingReply(request, interrupts: interrupts)
-        work.async { [self] in
-            let found = store.lookUp(pipe)
-            pending.answer { found ? $0.reply(entry: memberAttributes(group, pipe, view)) : $0.reply(error: ENOENT) }
-        }
-    }
 
     func openMember(_ request: Request, group: PipeName, pipe: PipeName, view: Inodes.GroupView, flags: Int32) {
         guard flags & O_ACCMODE == O_RDONLY else {

@@ -129,7 +129,7 @@ public final class PipeFileSystem: @unchecked Sendable {
             request.reply(entry: directoryAttributes(inodes.ino(ofGroup: group, view: view)))
         case .group(let group, let view):
             guard let pipe = try? PipeName(validating: text), !GroupJournal.isJournal(pipe) else { return request.reply(error: ENOENT) }
-            lookUpMember(request, group: group, pipe: pipe, view: view)
+            lookUp(request, pipe) { [self] in memberAttributes(group, pipe, view) }
         default:
             request.reply(error: ENOTDIR)
         }
@@ -138,11 +138,16 @@ public final class PipeFileSystem: @unchecked Sendable {
     /// Answers from memory when the pipe is known; otherwise asks the store on the work queue (a pipe made on
     /// another host moments ago), so that a FUSE thread never waits on the network.
     func lookUp(_ request: Request, _ pipe: PipeName, view: Inodes.View) {
-        if store.contains(pipe) { return request.reply(entry: pipeAttributes(pipe, view: view)) }
+        lookUp(request, pipe) { [self] in pipeAttributes(pipe, view: view) }
+    }
+
+    /// Answers a lookup of `pipe` (itself, a view of it, or a group's view) with `entry` if the pipe exists.
+    func lookUp(_ request: Request, _ pipe: PipeName, entry: @escaping @Sendable () -> Attributes) {
+        if store.contains(pipe) { return request.reply(entry: entry()) }
         let pending = PendingReply(request, interrupts: interrupts)
         work.async { [self] in
             let found = store.lookUp(pipe)
-            pending.answer { found ? $0.reply(entry: pipeAttributes(pipe, view: view)) : $0.reply(error: ENOENT) }
+            pending.answer { found ? $0.reply(entry: entry()) : $0.reply(error: ENOENT) }
         }
     }
 

@@ -43,7 +43,7 @@ struct GroupPull {
             switch granted.withLock({ $0 }) {
             case .message(let offset, var bytes)?:
                 bytes.append(UInt8(ascii: "\n"))
-                guard writeAll(bytes) else { member.giveBack(offset); return }
+                guard writeToStandardOutput(bytes) else { member.giveBack(offset); return }
                 previous = offset
                 count += 1
             case .removed?, .wouldBlock?, nil:
@@ -51,15 +51,5 @@ struct GroupPull {
             }
         }
         if let previous { member.done(previous) }
-    }
-
-    private func writeAll(_ bytes: [UInt8]) -> Bool {
-        var written = 0
-        while written < bytes.count {
-            let n = bytes[written...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; return false }
-            written += n
-        }
-        return true
     }
 }

@@ -48,6 +48,17 @@ struct BackendOptions: ParsableArguments {
     }
 }
 
+/// Writes all of `bytes` to standard output; false once it cannot (the reader of the output went away).
+func writeToStandardOutput(_ bytes: [UInt8]) -> Bool {
+    var written = 0
+    while written < bytes.count {
+        let n = bytes[written...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+        if n < 0 { if errno == EINTR { continue }; return false }
+        written += n
+    }
+    return true
+}
+
 func pipeName(_ raw: String) throws -> PipeName {
     let name: PipeName
     do { name = try PipeName(validating: raw) } catch { throw ValidationError("invalid pipe name '\(raw)': \(error)") }
@@ -124,12 +135,7 @@ struct Pull: ParsableCommand {
         while true {
             switch try reader.read(capacity: 1 << 20) {
             case .data(let bytes):
-                var written = 0
-                while written < bytes.count {
-                    let n = bytes[written...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
-                    if n < 0 { if errno == EINTR { continue }; return }   // reader of our output went away
-                    written += n
-                }
+                guard writeToStandardOutput(bytes) else { return }   // reader of our output went away
                 continue
             case .endOfFile: return
             case .nothing: break
