@@ -43,8 +43,9 @@ public enum GroupGrant: Sendable {
 /// are done or given back.
 ///
 /// All state lives on one serial queue: requests from readers, entries read from the journal, and arrivals in
-/// the pipe are all handled there in turn, and nothing there waits. Readers are answered from that queue by
-/// the callbacks they gave, which must not wait either.
+/// the pipe are all handled there in turn, and nothing there waits on the network or another request (the
+/// disk only for bounded work: a fetch's pread, and the first open of the dead-letter pipe). Readers are
+/// answered from that queue by the callbacks they gave, which must not wait either.
 // @unchecked Sendable: every mutable field is touched only on `queue`.
 public final class GroupMember: @unchecked Sendable {
     public let group: PipeName
