@@ -26,14 +26,26 @@ static inline void dnp_fi_set_pipe(struct fuse_file_info *fi) {
     fi->nonseekable = 0;
     fi->keep_cache = 0;
 }
+// A `.drain` view whose every byte position is known is an ordinary cached file: what lies at a position
+// changes only by a reset, which changes the size, and the kernel drops a file's cached pages whenever it
+// sees its size change. keep_cache stays off, so each open starts from the pipe as it is then.
+static inline void dnp_fi_set_cached(struct fuse_file_info *fi) {
+    fi->direct_io = 0;
+    fi->nonseekable = 0;
+    fi->keep_cache = 0;
+}
 static inline int dnp_fi_flags(const struct fuse_file_info *fi) { return fi->flags; }
 static inline uint64_t dnp_fi_fh(const struct fuse_file_info *fi) { return fi->fh; }
 static inline void dnp_fi_set_fh(struct fuse_file_info *fi, uint64_t fh) { fi->fh = fh; }
 
 static inline void dnp_conn_setup(struct fuse_conn_info *conn, unsigned max_write) {
     conn->max_write = max_write;
-    conn->max_readahead = 0;
+    // Read-ahead serves cached `.drain` handles only (every other handle is direct I/O).
+    conn->max_readahead = max_write;
     conn->want &= ~FUSE_CAP_ASYNC_READ;
+    // Otherwise every cached read first asks for the attributes, a round trip per read(2); the size check
+    // that drops stale pages stays (see dnp_fi_set_cached).
+    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
     if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 }
 

@@ -49,8 +49,10 @@ public struct PositionedReader: Sendable {
 
     public var log: PipeLog { reader.log }
 
-    /// Takes what the reader can have at file position `offset`, up to `capacity` bytes.
-    public mutating func read(at offset: Int64, capacity: Int) throws -> Outcome {
+    /// Takes what the reader can have at file position `offset`, up to `capacity` bytes. `whole`: a reply
+    /// shorter than `capacity` only at the end (a reader whose replies the kernel caches takes a short one
+    /// for the end of the file); until the bytes are there the answer is `.nothing`.
+    public mutating func read(at offset: Int64, capacity: Int, whole: Bool = false) throws -> Outcome {
         // A reset that lands while the read runs would mix positions of two streams: then read again (a few
         // times at most; the last attempt keeps what it read).
         var attempt = 0
@@ -61,7 +63,9 @@ public struct PositionedReader: Sendable {
                 restart(at: current, position: offset)
             }
             let outcome: Outcome
-            do { outcome = try readHere(at: offset, capacity: capacity) } catch {
+            do {
+                outcome = whole ? try readWhole(at: offset, capacity: capacity) : try readHere(at: offset, capacity: capacity)
+            } catch {
                 // A failed fetch changes nothing: the next read starts from the same state.
                 self = before
                 throw error
@@ -117,6 +121,30 @@ public struct PositionedReader: Sendable {
         let count = min(have, capacity)
         replied = offset + Int64(count)
         return .data(Array(buffer[from..<(from + count)]))
+    }
+
+    /// Fills the buffer from `offset` until it holds `capacity` bytes or the end, and answers from it. A
+    /// cursor that must wait for more leaves what it took in the buffer, for the same read asked again.
+    private mutating func readWhole(at offset: Int64, capacity: Int) throws -> Outcome {
+        if offset < bufferStart || offset > position { relocate(to: offset) }
+        buffer.removeFirst(Int(offset - bufferStart))
+        bufferStart = offset
+        while position - offset < capacity {
+            let outcome = try reader.read(capacity: capacity - Int(position - offset))
+            guard case .data(let bytes) = outcome else {
+                if case .endOfFile = outcome { break }
+                return outcome
+            }
+            buffer += bytes
+            position += Int64(bytes.count)
+        }
+        let count = min(Int(position - offset), capacity)
+        guard count > 0 else { return .endOfFile }
+        let out = Array(buffer[0..<count])
+        buffer.removeFirst(count)
+        bufferStart += Int64(count)
+        replied = bufferStart
+        return .data(out)
     }
 
     /// Places the cursor at file position `offset`.

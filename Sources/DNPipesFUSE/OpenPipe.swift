@@ -17,6 +17,11 @@ final class OpenPipe: Interruptible, Sendable {
     let view: Inodes.View
     let canRead: Bool
     let canWrite: Bool
+    /// A `.drain` handle read through the kernel's page cache: a pipe of one partition whose every message
+    /// up to the end is counted in byte positions, none lost to retention, so what lies at each position is
+    /// known. Bash's `read` then takes its 4 KiB at a time from the cache and seeks back, with no round trip
+    /// per line. The kernel takes a short reply for the end of the file, so its reads are answered whole.
+    let isCached: Bool
     private let logger: Logger
     private let interrupts: InterruptTable
     private let writer: PipeWriter?
@@ -88,10 +93,18 @@ final class OpenPipe: Interruptible, Sendable {
         } else {
             reading = nil
         }
+        isCached = view == .drain && !canWrite && OpenPipe.positionsKnown(log)
         if canRead {
             let token = log.addObserver { [weak self] in self?.pipeChanged() }
             observer.withLock { $0 = token }
         }
+    }
+
+    /// Whether every byte position of `log`'s stream, from its oldest message to its end, is known.
+    private static func positionsKnown(_ log: PipeLog) -> Bool {
+        guard log.partitionCount == 1, !log.isSettling, let extent = log.streamExtent() else { return false }
+        let bounds = log.bounds()
+        return extent.countedEnd == bounds.end && extent.origin == bounds.oldest
     }
 
     // MARK: Reading
@@ -121,7 +134,7 @@ final class OpenPipe: Interruptible, Sendable {
     /// What a read can have now, or nil when it must wait. Called under the reading lock.
     private func take(_ state: inout ReadState, size: Int, offset: Int64) -> Answer? {
         do {
-            switch try state.reader.read(at: offset, capacity: size) {
+            switch try state.reader.read(at: offset, capacity: size, whole: isCached) {
             case .data(let bytes): counters.delivered(bytes); return .data(bytes)
             case .endOfFile: return .data([])
             case .nothing: return nil

@@ -25,7 +25,7 @@ extension PipeFileSystem {
                 pending.answer { request in
                     let fh = register { _ in
                         GroupReader(member: member, oneShot: view == .take, interrupts: interrupts, logger: logger)
-                    }
+                    }.fh
                     request.reply(open: fh)
                 }
             } catch PipeError.noSuchPipe {

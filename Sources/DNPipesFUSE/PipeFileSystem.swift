@@ -417,11 +417,11 @@ public final class PipeFileSystem: @unchecked Sendable {
                 let reply: @Sendable () -> Void = { [self] in
                     pending.answer { request in
                         do {
-                            let fh = try openHandle(log: log, view: view, flags: flags)
+                            let handle = try openHandle(log: log, view: view, flags: flags)
                             if create != nil {
-                                request.reply(create: pipeAttributes(name, view: .pipe), fh: fh)
+                                request.reply(create: pipeAttributes(name, view: .pipe), fh: handle.fh)
                             } else {
-                                request.reply(open: fh)
+                                request.reply(open: handle.fh, cached: handle.isCached)
                             }
                         } catch {
                             logger.error("opening pipe \(name) failed: \(error)")
@@ -441,15 +441,15 @@ public final class PipeFileSystem: @unchecked Sendable {
         }
     }
 
-    private func openHandle(log: PipeLog, view: Inodes.View, flags: Int32) throws -> UInt64 {
+    private func openHandle(log: PipeLog, view: Inodes.View, flags: Int32) throws -> OpenPipe {
         try register { fh in
             try OpenPipe(fh: fh, log: log, view: view, flags: flags,
                          maxMessageBytes: options.maxMessageBytes, logger: logger, interrupts: interrupts)
-        }
+        }.file
     }
 
     /// Makes a handle under a new number and keeps it until its release.
-    func register(_ make: (UInt64) throws -> OpenFile) rethrows -> UInt64 {
+    func register<File: OpenFile>(_ make: (UInt64) throws -> File) rethrows -> (fh: UInt64, file: File) {
         lock.lock()
         nextHandle += 1
         let fh = nextHandle
@@ -458,7 +458,7 @@ public final class PipeFileSystem: @unchecked Sendable {
         lock.lock()
         handles[fh] = handle
         lock.unlock()
-        return fh
+        return (fh, handle)
     }
 
     func handle(_ fh: UInt64) -> OpenFile? {

@@ -24,11 +24,12 @@ struct Request: @unchecked Sendable {
         var st = attributes.stat()
         fuse_reply_attr(raw, &st, attributes.attributeTimeout ?? attributes.timeout)
     }
-    func reply(open fh: UInt64) {
+    /// `cached`: the kernel may keep what the handle reads in its page cache (see `OpenPipe.isCached`).
+    func reply(open fh: UInt64, cached: Bool = false) {
         finished(0)
         var fi = fuse_file_info()
         dnp_fi_set_fh(&fi, fh)
-        dnp_fi_set_pipe(&fi)
+        if cached { dnp_fi_set_cached(&fi) } else { dnp_fi_set_pipe(&fi) }
         fuse_reply_open(raw, &fi)
     }
     func reply(openDirectory fh: UInt64) {

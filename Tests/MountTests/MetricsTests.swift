@@ -1,8 +1,8 @@
 import DNPipesTestSupport
 import XCTest
 
-/// The Prometheus endpoint of a mount (--metrics-address): counters equal what was pushed and read.
-final class MetricsTests: MountTestCase {
+/// A mount serving its metrics (--metrics-address), for tests that read them.
+class MetricsMountTestCase: MountTestCase {
     let port = freeLoopbackPort()
     override var mountArguments: [String] { ["--metrics-address", "127.0.0.1:\(port)"] }
 
@@ -19,7 +19,10 @@ final class MetricsTests: MountTestCase {
         }
         return nil
     }
+}
 
+/// The Prometheus endpoint of a mount (--metrics-address): counters equal what was pushed and read.
+final class MetricsTests: MetricsMountTestCase {
     func testCountersEqualWhatWasPushedAndDelivered() {
         ok("""
         seq 1 100 > p
