@@ -40,9 +40,11 @@ static inline void dnp_fi_set_fh(struct fuse_file_info *fi, uint64_t fh) { fi->f
 
 static inline void dnp_conn_setup(struct fuse_conn_info *conn, unsigned max_write) {
     conn->max_write = max_write;
-    // Read-ahead serves cached `.drain` handles only (every other handle is direct I/O).
+    // Read-ahead serves cached `.drain` handles only (every other handle is direct I/O, which asynchronous
+    // reads leave alone): sent asynchronously, the next window is read while the reader copies this one,
+    // which makes `cat` of a cached drain as fast as of a direct one.
     conn->max_readahead = max_write;
-    conn->want &= ~FUSE_CAP_ASYNC_READ;
+    conn->want |= FUSE_CAP_ASYNC_READ;
     // Otherwise every cached read first asks for the attributes, a round trip per read(2); the size check
     // that drops stale pages stays (see dnp_fi_set_cached).
     conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;

@@ -135,13 +135,14 @@ public struct PositionedReader: Sendable {
                 if case .endOfFile = outcome { break }
                 return outcome
             }
-            buffer += bytes
+            if buffer.isEmpty { buffer = bytes } else { buffer += bytes }
             position += Int64(bytes.count)
         }
         let count = min(Int(position - offset), capacity)
         guard count > 0 else { return .endOfFile }
-        let out = Array(buffer[0..<count])
-        buffer.removeFirst(count)
+        // A read answered by what one fetch brought hands its bytes on without copying them.
+        var out: [UInt8] = []
+        if count == buffer.count { swap(&out, &buffer) } else { out = Array(buffer[0..<count]); buffer.removeFirst(count) }
         bufferStart += Int64(count)
         replied = bufferStart
         return .data(out)
