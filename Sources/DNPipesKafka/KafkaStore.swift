@@ -67,15 +67,15 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
             closeClients()
             throw PipeError.unavailable("cannot reach the Kafka brokers \(configuration.brokers) within \(Int(configuration.connectTimeout)) s: \(error)")
         }
-        start("dnpipes-kafka-producer") { [unowned self] in producer.run(while: { isRunning }) }
-        start("dnpipes-kafka-consumer") { [unowned self] in consumer.run(while: { isRunning }) }
-        start("dnpipes-kafka-metadata") { [unowned self] in refreshMetadataWhileRunning() }
+        start("dnpipes-kafka-producer") { [self] in producer.run(while: { isRunning }) }
+        start("dnpipes-kafka-consumer") { [self] in consumer.run(while: { isRunning }) }
+        start("dnpipes-kafka-metadata") { [self] in refreshMetadataWhileRunning() }
     }
 
     var isRunning: Bool { running.withLock { $0 } }
 
-    /// Starts one of the store's threads; shutdown waits for them all (which is why they may hold the store
-    /// unowned).
+    /// Starts one of the store's threads. Each holds the store until it ends, at shutdown, which waits for
+    /// them all.
     private func start(_ name: String, _ body: @escaping @Sendable () -> Void) {
         stopped.enter()
         let t = Thread { [stopped] in body(); stopped.leave() }

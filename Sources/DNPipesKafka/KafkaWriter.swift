@@ -64,6 +64,7 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
         // push, whose caller may hold its own lock (see `PipeWriter.push`).
         DispatchQueue.global().async { self.completeIfIdle() }
         if err == RD_KAFKA_RESP_ERR__QUEUE_FULL { throw PipeError.full }
+        if err == RD_KAFKA_RESP_ERR__DESTROY { throw PipeError.unavailable("pipe \(pipe.name): the mount is stopping; nothing was pushed") }
         if err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE {
             throw PipeError.messageTooLarge(size: largest, limit: limit)
         }

@@ -28,7 +28,7 @@ private final class ProducerClient: @unchecked Sendable {
 /// The mount's one producer client (idempotent, acks=all): every writer's messages go through it, and its
 /// thread hands each delivery report to the writer whose message it was (see `DeliveryTable`).
 // @unchecked Sendable: librdkafka's producer calls are thread-safe; `client` (and its topic handles) is
-// guarded by `producerLock`, `roomWaiters` by `roomWaitersLock`.
+// guarded by `producerLock`; the room waiters are in their lock box.
 final class PipeProducer: @unchecked Sendable {
     let deliveries = DeliveryTable()
     private let configuration: KafkaConfiguration
@@ -40,8 +40,8 @@ final class PipeProducer: @unchecked Sendable {
     private let producerLock = NSLock()
     /// Writers (and reset markers) held back by a full local queue, called back after the next round of delivery reports (at
     /// least every 0.2 s): they try again, from the producer's thread, never from a FUSE one.
-    private var roomWaiters: [@Sendable () -> Void] = []
-    private let roomWaitersLock = NSLock()
+    /// Once closed, a waiter is called at once: its retry is refused, and the refusal reaches its writer.
+    private let room = LockedValue<(waiters: [@Sendable () -> Void], closed: Bool)>(([], false))
 
     /// The largest message librdkafka will take (its `message.max.bytes`, dnpipes's default unless the mount
     /// sets `kafka.message.max.bytes`): a message above it is refused when it is produced.
@@ -60,19 +60,21 @@ final class PipeProducer: @unchecked Sendable {
         while isRunning(), let client = current {
             serveDeliveryReports(client.handle, timeout: 200)
             replaceProducerIfFatal(client)
-            roomWaitersLock.lock()
-            let waiting = roomWaiters
-            roomWaiters = []
-            roomWaitersLock.unlock()
-            waiting.forEach { $0() }
+            takeRoomWaiters().forEach { $0() }
         }
     }
 
     /// Calls `callback` once, after the next round of delivery reports (which is when room is made).
     func whenRoom(_ callback: @escaping @Sendable () -> Void) {
-        roomWaitersLock.lock()
-        roomWaiters.append(callback)
-        roomWaitersLock.unlock()
+        let closed = room.withLock { room in
+            if !room.closed { room.waiters.append(callback) }
+            return room.closed
+        }
+        if closed { callback() }
+    }
+
+    private func takeRoomWaiters() -> [@Sendable () -> Void] {
+        room.withLock { room in defer { room.waiters = [] }; return room.waiters }
     }
 
     /// Waits up to `timeoutMs` for what is queued to be delivered (at unmount).
@@ -81,16 +83,16 @@ final class PipeProducer: @unchecked Sendable {
     }
 
     /// Lets go of the client (at shutdown, once the producer's thread has stopped): it is destroyed here, or
-    /// by the last call still using it. Pushes from now on fail; writers parked for room are let go.
+    /// by the last call still using it. Pushes from now on fail, those waiting for room included: they are
+    /// called back now, and from now on at once.
     func close() {
         producerLock.lock()
         let last = client
         client = nil
         producerLock.unlock()
-        roomWaitersLock.lock()
-        roomWaiters = []
-        roomWaitersLock.unlock()
-        withExtendedLifetime(last) {}   // destroyed here, after the locks are let go, unless a call still holds it
+        withExtendedLifetime(last) {}   // destroyed here, after the lock is let go, unless a call still holds it
+        room.withLock { $0.closed = true }
+        takeRoomWaiters().forEach { $0() }
     }
 
     /// Room for the largest line the mount takes plus the record's framing.
