@@ -34,16 +34,24 @@ extension KafkaStore {
 
     /// Reads the cluster's topics; returns an error text, or nil on success.
     func refreshMetadata(timeout: Double) -> String? {
-        let topics: [String: Int]
+        let all: [String: Int]
         switch admin.listTopics(timeout: timeout) {
         case .failure(let failure):
             KafkaMetrics.brokersAnswered(false)
             return failure.description
-        case .success(let all):
+        case .success(let listing):
             KafkaMetrics.brokersAnswered(true)
-            topics = all.filter { pipeName(forTopic: $0.key) != nil }
+            all = listing
         }
-        let listed = Set(topics.keys.compactMap { pipeName(forTopic: $0) })
+        // The pipes among the cluster's topics, named before the lock is taken: with thousands of topics this
+        // is the part of a refresh that grows with the cluster.
+        var topics: [String: Int] = [:]
+        var listed: Set<PipeName> = []
+        for (topic, partitions) in all {
+            guard let name = pipeName(forTopic: topic) else { continue }
+            topics[topic] = partitions
+            listed.insert(name)
+        }
         let now = Date()
         let (first, graced, streamed) = catalog.withLock { catalog in
             let (seen, graced) = catalog.names.beginListing(listed, partitionCounts: topics, now: now)

@@ -96,27 +96,28 @@ struct PipeNames {
     /// counts). Returns the listed names less those being deleted here, and the names within their grace:
     /// the caller adds those it keeps (it may ask the brokers about one first, see `recheckAfter`) and hands
     /// the result to `finishListing`.
+    ///
+    /// Runs under the store's lock, which every lookup takes: its work grows with the names this mount made or
+    /// removed lately, not with the cluster's topics (`listed` is only looked into, and copied only while a
+    /// removal is under way).
     mutating func beginListing(_ listed: Set<PipeName>, partitionCounts counts: [String: Int],
                                now: Date) -> (seen: Set<PipeName>, graced: [PipeName: Date]) {
         partitionCounts = counts
-        for name in listed { createdAt[name] = nil }
-        createdAt = createdAt.filter { now.timeIntervalSince($0.value) < PipeNames.grace }
+        createdAt = createdAt.filter { name, at in !listed.contains(name) && now.timeIntervalSince(at) < PipeNames.grace }
         deleting = deleting.filter { name, deletedAt in
             guard let deletedAt else { return true }   // still being deleted
             return listed.contains(name) && now.timeIntervalSince(deletedAt) < PipeNames.grace
         }
-        return (listed.subtracting(deleting.keys), createdAt)
+        return (deleting.isEmpty ? listed : listed.subtracting(deleting.keys), createdAt)
     }
 
     /// The second half (see `beginListing`): `seen` becomes the names, with those made here meanwhile and
     /// those still being made. Returns the names.
     @discardableResult
     mutating func finishListing(_ seen: Set<PipeName>, graced: [PipeName: Date]) -> Set<PipeName> {
-        var all = seen
-        for name in createdAt.keys where graced[name] == nil { all.insert(name) }
-        all.formUnion(creating)
-        names = all
-        return all
+        let meanwhile = createdAt.keys.filter { graced[$0] == nil } + creating
+        names = meanwhile.isEmpty ? seen : seen.union(meanwhile)
+        return names
     }
 
     /// Whether a graced name is old enough for its topic to be asked about alone.

@@ -106,4 +106,25 @@ final class PipeNamesTests: XCTestCase {
         _ = names.beginListing([], partitionCounts: [:], now: t0)
         XCTAssertEqual(names.partitionCount(of: "jobs"), 1)
     }
+
+    func testInAListingOfThousandsOfTopicsOnlyWhatThisMountChangedIsCorrected() {
+        var names = PipeNames()
+        let cluster = (0..<5000).map { "topic-\($0)" }
+        XCTAssertEqual(list(&names, cluster, at: 0).count, 5000)
+        names.remove(name("topic-17"))
+        XCTAssertTrue(names.reserve(name("new"), now: t0.addingTimeInterval(1)))
+        names.made(name("new"), refused: false, now: t0.addingTimeInterval(1))
+        names.found(name("topic-4999"), now: t0.addingTimeInterval(1))
+        let second = list(&names, cluster, at: 2)
+        XCTAssertEqual(second.count, 5000, "one hidden as being removed here, one made here and not listed yet")
+        XCTAssertFalse(second.contains("topic-17"))
+        XCTAssertTrue(second.contains("new"))
+        // Listed once, "new" has no grace any more, and neither has topic-4999, which the listing had.
+        let third = list(&names, cluster.filter { $0 != "topic-4999" } + ["new"], at: 3)
+        XCTAssertEqual(third.count, 4999)
+        XCTAssertFalse(third.contains("topic-4999"), "deleted elsewhere: the listing had it, so no grace")
+        let fourth = list(&names, cluster.filter { $0 != "topic-4999" }, at: 4)
+        XCTAssertEqual(fourth.count, 4998, "4999 topics, topic-17 still hidden")
+        XCTAssertFalse(fourth.contains("new"), "once listed, a listing without it ends it")
+    }
 }
