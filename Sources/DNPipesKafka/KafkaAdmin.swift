@@ -96,14 +96,8 @@ final class KafkaAdmin: Sendable {
             throw PipeError.io("topic \(topic): \(text(of: errstr))")
         }
         defer { rd_kafka_NewTopic_destroy(newTopic) }
-        var topics: [OpaquePointer?] = [newTopic]
-        return try request(what: "create topic \(topic)") { rk, options, queue in
-            rd_kafka_CreateTopics(rk, &topics, 1, options, queue)
-        } result: { event in
-            let result = rd_kafka_event_CreateTopics_result(event)
-            var count = 0
-            guard let list = rd_kafka_CreateTopics_result_topics(result, &count), count > 0 else { return RD_KAFKA_RESP_ERR_UNKNOWN }
-            return rd_kafka_topic_result_error(list[0])
+        return try topicRequest(what: "create topic \(topic)", newTopic, send: rd_kafka_CreateTopics) {
+            rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result($0), $1)
         }
     }
 
@@ -111,13 +105,22 @@ final class KafkaAdmin: Sendable {
     func deleteTopic(_ topic: String) throws -> rd_kafka_resp_err_t {
         guard let deleteTopic = rd_kafka_DeleteTopic_new(topic) else { throw PipeError.io("topic \(topic)") }
         defer { rd_kafka_DeleteTopic_destroy(deleteTopic) }
-        var topics: [OpaquePointer?] = [deleteTopic]
-        return try request(what: "delete topic \(topic)") { rk, options, queue in
-            rd_kafka_DeleteTopics(rk, &topics, 1, options, queue)
+        return try topicRequest(what: "delete topic \(topic)", deleteTopic, send: rd_kafka_DeleteTopics) {
+            rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result($0), $1)
+        }
+    }
+
+    /// Sends one topic's request (`send`, as CreateTopics and DeleteTopics take it) and returns the error of
+    /// the first topic result, which `results` finds in the result event with their count.
+    private func topicRequest(what: String, _ item: OpaquePointer,
+                              send: (OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>?, Int, OpaquePointer?, OpaquePointer?) -> Void,
+                              results: (OpaquePointer?, UnsafeMutablePointer<Int>) -> UnsafeMutablePointer<OpaquePointer?>?) throws -> rd_kafka_resp_err_t {
+        var items: [OpaquePointer?] = [item]
+        return try request(what: what) { rk, options, queue in
+            send(rk, &items, 1, options, queue)
         } result: { event in
-            let result = rd_kafka_event_DeleteTopics_result(event)
             var count = 0
-            guard let list = rd_kafka_DeleteTopics_result_topics(result, &count), count > 0 else { return RD_KAFKA_RESP_ERR_UNKNOWN }
+            guard let list = results(event, &count), count > 0 else { return RD_KAFKA_RESP_ERR_UNKNOWN }
             return rd_kafka_topic_result_error(list[0])
         }
     }
