@@ -73,7 +73,8 @@ let package = Package(
         .testTarget(name: "DNPipesEmbeddedTests", dependencies: [
             "DNPipesEmbedded", "DNPipesTestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
-        // The Kafka backend's logic that needs no broker: the shared window of a partition.
+        // The Kafka backend's logic that needs no broker: the shared window of a partition, the names' cache,
+        // a writer's bookkeeping, reset floors.
         .testTarget(name: "DNPipesKafkaTests", dependencies: ["DNPipesKafka", "DNPipesCore"]),
         // One contract for every PipeStore, run in-process on the in-memory store, the embedded store and Kafka
         // (a real tansu broker): pipes, writers, observers, resets, removal, stream positions, consumer groups.

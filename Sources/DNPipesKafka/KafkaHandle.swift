@@ -1,12 +1,40 @@
 import CRdKafka
 import Foundation
 
+/// One librdkafka client, which owns its handle: the handle is destroyed when the last reference to the client
+/// goes, so code that holds the client can never reach a destroyed handle. Whoever holds the client for the
+/// mount (`PipeProducer`, `StreamConsumer`, `KafkaAdmin`) lets go of it at shutdown, after the threads and queues
+/// that use it have stopped; a call still out holds it until it returns.
+// @unchecked Sendable: the handle never changes, and librdkafka's client calls are thread-safe.
+final class KafkaClient: @unchecked Sendable {
+    let handle: OpaquePointer
+
+    init(handle: OpaquePointer) { self.handle = handle }
+
+    deinit { rd_kafka_destroy(handle) }
+}
+
+/// Runs `body` with a partition list of these partitions at these offsets, and destroys the list after,
+/// whatever `body` does. librdkafka's requests that take a list copy it, so none outlives the call.
+func withTopicPartitionList<Result>(_ entries: [(topic: String, partition: Int32, offset: Int64)],
+                                    _ body: (UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) throws -> Result) rethrows -> Result {
+    let list = rd_kafka_topic_partition_list_new(Int32(entries.count))!
+    defer { rd_kafka_topic_partition_list_destroy(list) }
+    for e in entries { rd_kafka_topic_partition_list_add(list, e.topic, e.partition).pointee.offset = e.offset }
+    return try body(list)
+}
+
+/// One topic's partitions 0..<offsets.count at those offsets.
+func partitionEntries(_ topic: String, offsets: [Int64]) -> [(topic: String, partition: Int32, offset: Int64)] {
+    offsets.enumerated().map { (topic, Int32($0.offset), $0.element) }
+}
+
 /// Creates librdkafka clients from dnpipes's defaults plus the user's properties.
 enum KafkaHandle {
     struct Failure: Error, CustomStringConvertible { let description: String }
 
     static func make(_ type: rd_kafka_type_t, defaults: [(String, String)], configuration: KafkaConfiguration,
-                     configure: ((OpaquePointer) -> Void)? = nil) throws -> OpaquePointer {
+                     configure: ((OpaquePointer) -> Void)? = nil) throws -> KafkaClient {
         let conf = rd_kafka_conf_new()!
         var errstr = [CChar](repeating: 0, count: 512)
         // A broker that comes back is reconnected to within a second (librdkafka backs off up to 10 s by
@@ -25,19 +53,13 @@ enum KafkaHandle {
         rd_kafka_conf_set_log_cb(conf, kafkaLogLine)
         configure?(conf)
         guard let rk = rd_kafka_new(type, conf, &errstr, errstr.count) else {
+            rd_kafka_conf_destroy(conf)   // rd_kafka_new takes the configuration only when it succeeds
             throw Failure(description: "cannot create a Kafka client: \(text(of: errstr))")
         }
-        return rk
+        return KafkaClient(handle: rk)
     }
 
     static func describe(_ err: rd_kafka_resp_err_t) -> String { String(cString: rd_kafka_err2str(err)) }
-
-    /// A partition list (the caller destroys it) of these partitions at these offsets.
-    static func partitionList(_ entries: [(topic: String, partition: Int32, offset: Int64)]) -> UnsafeMutablePointer<rd_kafka_topic_partition_list_t> {
-        let list = rd_kafka_topic_partition_list_new(Int32(entries.count))!
-        for e in entries { rd_kafka_topic_partition_list_add(list, e.topic, e.partition).pointee.offset = e.offset }
-        return list
-    }
 
     /// librdkafka's version, which must be at least 2.3 (older ones mis-read tagged protocol fields).
     static func checkVersion() throws {

@@ -11,7 +11,9 @@ import DNPipesCore
 final class KafkaPipe: PipeLog, @unchecked Sendable {
     let name: PipeName
     let topic: String
-    private unowned let store: KafkaStore
+    /// Held strongly: the store lets go of its pipes at shutdown, and a pipe a handle still holds then finds
+    /// the store stopped (its clients gone), never freed.
+    private let store: KafkaStore
     private let observers = Observers()
     private let windowBytes: Int
 
@@ -230,7 +232,7 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
 
     func makeWriter() throws -> PipeWriter {
         if isRemoved { throw PipeError.removed(name) }
-        return KafkaWriter(pipe: self, store: store)
+        return KafkaWriter(pipe: self, producer: store.producer, configuration: store.configuration, logger: store.logger)
     }
 
     /// Writes a reset marker (an empty message with the `dnpipes-reset` header) to every partition and, once
@@ -285,30 +287,6 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         lock.unlock()
         all.forEach { $0.close() }
         observers.notify()
-    }
-}
-
-/// Collects the markers of one reset, one per partition: the floors once all are in, or the first failure.
-final class ResetMarkers: Sendable {
-    private let state: LockedValue<(floors: [Int64?], failed: Bool)>
-
-    init(count: Int) { state = LockedValue((Array(repeating: nil, count: count), false)) }
-
-    /// Returns every partition's floor once the last one arrives.
-    func add(partition: Int, offset: Int64) -> [Int64]? {
-        state.withLock { state in
-            state.floors[partition] = offset
-            guard !state.failed, state.floors.allSatisfy({ $0 != nil }) else { return nil }
-            return state.floors.map { $0! }
-        }
-    }
-
-    /// Returns true for the first failure only (the reset completes once).
-    func fail() -> Bool {
-        state.withLock { state in
-            defer { state.failed = true }
-            return !state.failed
-        }
     }
 }
 

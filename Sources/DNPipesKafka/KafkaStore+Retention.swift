@@ -51,16 +51,17 @@ extension KafkaStore: RetentionControl {
     func readRetentions(of names: [PipeName]) throws -> [PipeName: Retention] {
         guard !names.isEmpty else { return [:] }
         let topics = names.map { configuration.topicPrefix + $0.value }
-        let list = KafkaHandle.partitionList(topics.map { ($0, 0, Int64(RD_KAFKA_OFFSET_INVALID)) })
-        defer { rd_kafka_topic_partition_list_destroy(list) }
-        guard let request = rd_kafka_ListConsumerGroupOffsets_new(KafkaStore.retentionGroup, list) else {
-            throw PipeError.io("cannot build an offset request for the retention of \(names.count) pipes")
+        let request = try withTopicPartitionList(topics.map { ($0, 0, Int64(RD_KAFKA_OFFSET_INVALID)) }) {
+            guard let request = rd_kafka_ListConsumerGroupOffsets_new(KafkaStore.retentionGroup, $0) else {
+                throw PipeError.io("cannot build an offset request for the retention of \(names.count) pipes")
+            }
+            return request
         }
         defer { rd_kafka_ListConsumerGroupOffsets_destroy(request) }
         var requests: [OpaquePointer?] = [request]
         var found: [String: Int64] = [:]
-        let err = try adminRequest(what: "read the retention of \(names.count) pipes") { options, queue in
-            rd_kafka_ListConsumerGroupOffsets(admin, &requests, 1, options, queue)
+        let err = try admin.request(what: "read the retention of \(names.count) pipes") { rk, options, queue in
+            rd_kafka_ListConsumerGroupOffsets(rk, &requests, 1, options, queue)
         } result: { event in
             guard let result = rd_kafka_event_ListConsumerGroupOffsets_result(event) else { return RD_KAFKA_RESP_ERR_UNKNOWN }
             var count = 0
@@ -128,8 +129,8 @@ extension KafkaStore: RetentionControl {
             return
         }
         var resources: [OpaquePointer?] = [resource]
-        let err = (try? adminRequest(what: "set retention.ms of \(topic)", timeout: 10) { options, queue in
-            rd_kafka_IncrementalAlterConfigs(admin, &resources, 1, options, queue)
+        let err = (try? admin.request(what: "set retention.ms of \(topic)", timeout: 10) { rk, options, queue in
+            rd_kafka_IncrementalAlterConfigs(rk, &resources, 1, options, queue)
         } result: { event in
             guard let result = rd_kafka_event_IncrementalAlterConfigs_result(event) else { return RD_KAFKA_RESP_ERR_UNKNOWN }
             var count = 0

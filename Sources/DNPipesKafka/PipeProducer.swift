@@ -3,24 +3,45 @@ import Foundation
 import Logging
 import DNPipesCore
 
+/// One producer client and its topic handles, which must go before the client does (its deinit destroys them,
+/// then the client is let go).
+// @unchecked Sendable: `topicHandles` is reached only under `PipeProducer`'s producer lock.
+private final class ProducerClient: @unchecked Sendable {
+    let client: KafkaClient
+    var topicHandles: [String: OpaquePointer] = [:]
+
+    init(_ client: KafkaClient) { self.client = client }
+
+    var handle: OpaquePointer { client.handle }
+
+    /// The handle for a topic. Called with the producer lock held.
+    func topicHandle(_ topic: String) -> OpaquePointer? {
+        if let handle = topicHandles[topic] { return handle }
+        let topicHandle = rd_kafka_topic_new(handle, topic, nil)
+        topicHandles[topic] = topicHandle
+        return topicHandle
+    }
+
+    deinit { topicHandles.values.forEach { rd_kafka_topic_destroy($0) } }
+}
+
 /// The mount's one producer client (idempotent, acks=all): every writer's messages go through it, and its
 /// thread hands each delivery report to the writer whose message it was (see `DeliveryTable`).
-// @unchecked Sendable: librdkafka's producer calls are thread-safe; `handle` and `topicHandles` are guarded
-// by `producerLock`, `roomWaiters` by `roomWaitersLock`.
+// @unchecked Sendable: librdkafka's producer calls are thread-safe; `client` (and its topic handles) is
+// guarded by `producerLock`; the room waiters are in their lock box.
 final class PipeProducer: @unchecked Sendable {
     let deliveries = DeliveryTable()
     private let configuration: KafkaConfiguration
     private let logger: Logger
     /// Replaced when librdkafka reports a fatal producer error (an idempotent producer fenced after its
     /// messages timed out in an outage): the messages in flight then fail, and new pushes go to a new producer.
-    private var handle: OpaquePointer
+    /// Nil once closed: a push then fails, and a call still using the old client holds it until it returns.
+    private var client: ProducerClient?
     private let producerLock = NSLock()
-    /// Topic handles of the current producer, by topic (guarded by the producer lock).
-    private var topicHandles: [String: OpaquePointer] = [:]
     /// Writers (and reset markers) held back by a full local queue, called back after the next round of delivery reports (at
     /// least every 0.2 s): they try again, from the producer's thread, never from a FUSE one.
-    private var roomWaiters: [@Sendable () -> Void] = []
-    private let roomWaitersLock = NSLock()
+    /// Once closed, a waiter is called at once: its retry is refused, and the refusal reaches its writer.
+    private let room = LockedValue<(waiters: [@Sendable () -> Void], closed: Bool)>(([], false))
 
     /// The largest message librdkafka will take (its `message.max.bytes`, dnpipes's default unless the mount
     /// sets `kafka.message.max.bytes`): a message above it is refused when it is produced.
@@ -31,39 +52,47 @@ final class PipeProducer: @unchecked Sendable {
         messageMaxBytes = configuration.properties.last(where: { $0.0 == "message.max.bytes" }).flatMap { Int($0.1) }
             ?? PipeProducer.defaultMessageMaxBytes(configuration)
         self.logger = logger
-        handle = try PipeProducer.makeHandle(configuration)
+        client = ProducerClient(try PipeProducer.makeClient(configuration))
     }
 
     /// Serves delivery reports until `isRunning` says stop, replacing the client if it fails for good.
     func run(while isRunning: () -> Bool) {
-        while isRunning() {
-            let client = current
-            serveDeliveryReports(client, timeout: 200)
+        while isRunning(), let client = current {
+            serveDeliveryReports(client.handle, timeout: 200)
             replaceProducerIfFatal(client)
-            roomWaitersLock.lock()
-            let waiting = roomWaiters
-            roomWaiters = []
-            roomWaitersLock.unlock()
-            waiting.forEach { $0() }
+            takeRoomWaiters().forEach { $0() }
         }
     }
 
     /// Calls `callback` once, after the next round of delivery reports (which is when room is made).
     func whenRoom(_ callback: @escaping @Sendable () -> Void) {
-        roomWaitersLock.lock()
-        roomWaiters.append(callback)
-        roomWaitersLock.unlock()
+        let closed = room.withLock { room in
+            if !room.closed { room.waiters.append(callback) }
+            return room.closed
+        }
+        if closed { callback() }
+    }
+
+    private func takeRoomWaiters() -> [@Sendable () -> Void] {
+        room.withLock { room in defer { room.waiters = [] }; return room.waiters }
     }
 
     /// Waits up to `timeoutMs` for what is queued to be delivered (at unmount).
-    func flush(timeoutMs: Int32) { rd_kafka_flush(current, timeoutMs) }
+    func flush(timeoutMs: Int32) {
+        if let client = current { rd_kafka_flush(client.handle, timeoutMs) }
+    }
 
+    /// Lets go of the client (at shutdown, once the producer's thread has stopped): it is destroyed here, or
+    /// by the last call still using it. Pushes from now on fail, those waiting for room included: they are
+    /// called back now, and from now on at once.
     func close() {
         producerLock.lock()
-        topicHandles.values.forEach { rd_kafka_topic_destroy($0) }
-        topicHandles = [:]
+        let last = client
+        client = nil
         producerLock.unlock()
-        rd_kafka_destroy(handle)
+        withExtendedLifetime(last) {}   // destroyed here, after the lock is let go, unless a call still holds it
+        room.withLock { $0.closed = true }
+        takeRoomWaiters().forEach { $0() }
     }
 
     /// Room for the largest line the mount takes plus the record's framing.
@@ -71,7 +100,7 @@ final class PipeProducer: @unchecked Sendable {
         max(configuration.maxMessageBytes + 1024, 1_000_000)
     }
 
-    private static func makeHandle(_ configuration: KafkaConfiguration) throws -> OpaquePointer {
+    private static func makeClient(_ configuration: KafkaConfiguration) throws -> KafkaClient {
         let messageMax = String(defaultMessageMaxBytes(configuration))
         return try KafkaHandle.make(RD_KAFKA_PRODUCER, defaults: [
             ("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2"),
@@ -112,33 +141,31 @@ final class PipeProducer: @unchecked Sendable {
         return true
     }
 
-    private var current: OpaquePointer {
+    private var current: ProducerClient? {
         producerLock.lock(); defer { producerLock.unlock() }
-        return handle
+        return client
     }
 
     /// A fatal producer error leaves that client unable to produce for good; start a new one so that writes
     /// recover once the brokers do. What the old one still held fails (its writers' close reports EIO).
-    private func replaceProducerIfFatal(_ current: OpaquePointer) {
+    private func replaceProducerIfFatal(_ failed: ProducerClient) {
         var errstr = [CChar](repeating: 0, count: 512)
-        let fatal = rd_kafka_fatal_error(current, &errstr, errstr.count)
+        let fatal = rd_kafka_fatal_error(failed.handle, &errstr, errstr.count)
         let fenced = deliveries.takeFenced()
         guard fatal != RD_KAFKA_RESP_ERR_NO_ERROR || fenced else { return }
         let why = fatal != RD_KAFKA_RESP_ERR_NO_ERROR ? text(of: errstr) : "the brokers fenced its producer epoch"
         logger.warning("Kafka producer failed for good (\(why)); starting a new one")
-        guard let fresh = try? PipeProducer.makeHandle(configuration) else {
+        guard let fresh = try? PipeProducer.makeClient(configuration) else {
             logger.error("cannot start a new Kafka producer; pushes will fail")
             return
         }
         producerLock.lock()
-        handle = fresh
-        let handles = topicHandles
-        topicHandles = [:]
+        // Closed meanwhile: the new client is not needed.
+        if client === failed { client = ProducerClient(fresh) }
         producerLock.unlock()
-        handles.values.forEach { rd_kafka_topic_destroy($0) }
-        rd_kafka_purge(current, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
-        while serveDeliveryReports(current, timeout: 0) {}   // the failure reports of what was purged
-        rd_kafka_destroy(current)
+        rd_kafka_purge(failed.handle, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT))
+        while serveDeliveryReports(failed.handle, timeout: 0) {}   // the failure reports of what was purged
+        // The failed client (and its topic handles) is destroyed when this thread lets go of it.
     }
 
     /// Hands a block of messages to the producer in one call (rd_kafka_produce_batch on a cached topic
@@ -158,7 +185,8 @@ final class PipeProducer: @unchecked Sendable {
             }
             producerLock.lock()
             defer { producerLock.unlock() }
-            guard let topicHandle = topicHandle(topic) else { return (0, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) }
+            guard let client else { return (0, RD_KAFKA_RESP_ERR__DESTROY) }
+            guard let topicHandle = client.topicHandle(topic) else { return (0, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) }
             let n = batch.withUnsafeMutableBufferPointer { all in
                 rd_kafka_produce_batch(topicHandle, 0, RD_KAFKA_MSG_F_COPY, all.baseAddress!, Int32(count))
             }
@@ -167,22 +195,14 @@ final class PipeProducer: @unchecked Sendable {
         }
     }
 
-    /// The current producer's handle for a topic. Called with the producer lock held.
-    private func topicHandle(_ topic: String) -> OpaquePointer? {
-        if let handle = topicHandles[topic] { return handle }
-        let topicHandle = rd_kafka_topic_new(handle, topic, nil)
-        topicHandles[topic] = topicHandle
-        return topicHandle
-    }
-
     func produce(topic: String, partition: Int32, payload: [UInt8], token: Int, marker: Bool) -> rd_kafka_resp_err_t {
         let opaque = UnsafeMutableRawPointer(bitPattern: token)
         let deadline = Date().addingTimeInterval(30)
         while true {
             producerLock.lock()
-            let err = payload.withUnsafeBytes { raw in
-                dnp_produce(handle, topic, partition, raw.baseAddress, raw.count, opaque, marker ? KafkaStore.markerHeader : nil)
-            }
+            let err = client.map { client in payload.withUnsafeBytes { raw in
+                dnp_produce(client.handle, topic, partition, raw.baseAddress, raw.count, opaque, marker ? KafkaStore.markerHeader : nil)
+            } } ?? RD_KAFKA_RESP_ERR__DESTROY
             producerLock.unlock()
             // A full local queue pushes back until deliveries make room (as for a writer's messages).
             guard err == RD_KAFKA_RESP_ERR__QUEUE_FULL, Date() < deadline else { return err }

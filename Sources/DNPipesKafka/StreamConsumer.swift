@@ -24,11 +24,8 @@ final class StreamConsumer: @unchecked Sendable {
         var full = false
     }
 
-    private let consumer: OpaquePointer
-    private let consumerQueue: OpaquePointer
-    /// librdkafka writes to this pipe when a queue gets messages, and `wake` when the thread has requests to
-    /// apply: the thread sleeps in poll() on it, never on a timer.
-    private let wakePipe: (read: Int32, write: Int32)
+    /// Nil once closed (see `close`).
+    private let client: LockedValue<ConsumerClient?>
     private let logger: Logger
 
     private let lock = NSLock()
@@ -40,7 +37,7 @@ final class StreamConsumer: @unchecked Sendable {
     init(configuration: KafkaConfiguration, logger: Logger) throws {
         self.logger = logger
         let messageMax = String(max(configuration.maxMessageBytes + 1024, 1_000_000))
-        consumer = try KafkaHandle.make(RD_KAFKA_CONSUMER, defaults: [
+        let consumer = try KafkaHandle.make(RD_KAFKA_CONSUMER, defaults: [
             // Partitions are assigned directly, never through a group: the id only satisfies librdkafka.
             ("group.id", "dnpipes-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"),
             ("enable.auto.commit", "false"), ("enable.partition.eof", "true"), ("auto.offset.reset", "earliest"),
@@ -51,20 +48,7 @@ final class StreamConsumer: @unchecked Sendable {
             ("fetch.message.max.bytes", messageMax), ("client.id", "dnpipes-consumer"),
             ("allow.auto.create.topics", "false"),
         ], configuration: configuration)
-        rd_kafka_poll_set_consumer(consumer)
-        consumerQueue = rd_kafka_queue_get_consumer(consumer)
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else {
-            rd_kafka_queue_destroy(consumerQueue)
-            rd_kafka_destroy(consumer)
-            throw PipeError.io("pipe: \(String(cString: strerror(errno)))")
-        }
-        for fd in fds {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        }
-        wakePipe = (fds[0], fds[1])
-        rd_kafka_queue_io_event_enable(consumerQueue, wakePipe.write, "1", 1)
+        client = LockedValue(try ConsumerClient(consumer))
     }
 
     /// Asks for a pipe's streams to be fetched (applied by the consumer thread).
@@ -85,15 +69,20 @@ final class StreamConsumer: @unchecked Sendable {
     }
 
     func wake() {
+        // Holding the client keeps its wake pipe open (a closed descriptor's number may be reused).
+        guard let client = current else { return }
         var byte: UInt8 = 1
-        _ = write(wakePipe.write, &byte, 1)   // a full pipe already means "wake up"
+        _ = write(client.wakePipe.write, &byte, 1)   // a full pipe already means "wake up"
     }
+
+    private var current: ConsumerClient? { client.withLock { $0 } }
 
     /// Fetches the topic's metadata into the consumer, so that its first fetch goes to each partition's leader
     /// at once (a partition assigned before the consumer knows its leader waits for a retry timer, about a
     /// second). Returns the topic's partition count, or nil when the brokers did not tell.
     func learnLeaders(of topic: String) -> Int? {
-        guard let handle = rd_kafka_topic_new(consumer, topic, nil) else { return nil }
+        guard let client = current, let handle = rd_kafka_topic_new(client.client.handle, topic, nil) else { return nil }
+        let consumer = client.client.handle
         defer { rd_kafka_topic_destroy(handle) }
         var md: UnsafePointer<rd_kafka_metadata>?
         guard rd_kafka_metadata(consumer, 0, handle, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR, let md else { return nil }
@@ -104,46 +93,40 @@ final class StreamConsumer: @unchecked Sendable {
 
     /// The high watermark of the latest fetch response for a partition.
     func cachedHighWatermark(of topic: String, partition: Int32) -> Int64? {
+        guard let client = current else { return nil }
         var low: Int64 = -1, high: Int64 = -1
-        let err = rd_kafka_get_watermark_offsets(consumer, topic, partition, &low, &high)
+        let err = rd_kafka_get_watermark_offsets(client.client.handle, topic, partition, &low, &high)
         return err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
     }
 
-    /// Runs the consumer thread until `isRunning` says stop.
+    /// Runs the consumer thread until `isRunning` says stop. The partitions' queues are destroyed as it ends,
+    /// before the client can be.
     func run(while isRunning: () -> Bool) {
+        guard let client = current else { return }
         var batch = [UnsafeMutablePointer<rd_kafka_message_t>?](repeating: nil, count: 1024)
         while isRunning() {
-            applyRequests()
+            applyRequests(client)
             var served = 0
             // The consumer's own queue carries errors; each partition's queue its messages.
-            served += consume(from: consumerQueue, into: &batch)
+            served += consume(from: client.queue, of: client.client.handle, into: &batch)
             for entry in assigned.values where !entry.full {
-                served += consume(from: entry.queue, into: &batch)
+                served += consume(from: entry.queue, of: client.client.handle, into: &batch)
             }
-            if served == 0 { waitForWork(timeout: 200) }
+            if served == 0 { client.waitForWork(timeout: 200) }
         }
         for entry in assigned.values { rd_kafka_queue_destroy(entry.queue) }
         assigned = [:]
     }
 
+    /// Lets go of the client (at shutdown, once the consumer thread has stopped): it closes and is destroyed
+    /// here, or by the last call still using it.
     func close() {
-        rd_kafka_queue_io_event_enable(consumerQueue, -1, nil, 0)
-        rd_kafka_queue_destroy(consumerQueue)
-        Glibc.close(wakePipe.read)
-        Glibc.close(wakePipe.write)
-        rd_kafka_consumer_close(consumer)
-        rd_kafka_destroy(consumer)
+        let last = client.withLock { client in defer { client = nil }; return client }
+        withExtendedLifetime(last) {}
     }
 
-    /// Sleeps until a queue has messages, a request arrives, or `timeout` ms pass.
-    private func waitForWork(timeout: Int32) {
-        var pfd = pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0)
-        _ = poll(&pfd, 1, timeout)
-        var drain = [UInt8](repeating: 0, count: 256)
-        while read(wakePipe.read, &drain, drain.count) > 0 {}
-    }
-
-    private func applyRequests() {
+    private func applyRequests(_ client: ConsumerClient) {
+        let consumer = client.client.handle
         lock.lock()
         let assign = toAssign
         toAssign = []
@@ -155,19 +138,19 @@ final class StreamConsumer: @unchecked Sendable {
             let keys = assigned.filter { $0.key.topic == pipe.topic && $0.value.pipe === pipe }.map(\.key)
             guard !keys.isEmpty else { continue }
             for key in keys { rd_kafka_queue_destroy(assigned.removeValue(forKey: key)!.queue) }
-            let list = KafkaHandle.partitionList(keys.map { ($0.topic, $0.partition, Int64(RD_KAFKA_OFFSET_INVALID)) })
-            if let error = rd_kafka_incremental_unassign(consumer, list) { rd_kafka_error_destroy(error) }
-            rd_kafka_topic_partition_list_destroy(list)
+            withTopicPartitionList(keys.map { ($0.topic, $0.partition, Int64(RD_KAFKA_OFFSET_INVALID)) }) { list in
+                if let error = rd_kafka_incremental_unassign(consumer, list) { rd_kafka_error_destroy(error) }
+            }
         }
         for (pipe, streams) in assign where !pipe.isRemoved {
             // An explicit offset needs no offset query before the first fetch. Below the low watermark
             // (retention, DeleteRecords), auto.offset.reset=earliest starts at the oldest message.
-            let list = KafkaHandle.partitionList(streams.map { (pipe.topic, $0.partition, $0.streamStart) })
-            if let error = rd_kafka_incremental_assign(consumer, list) {
-                logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
-                rd_kafka_error_destroy(error)
+            withTopicPartitionList(streams.map { (pipe.topic, $0.partition, $0.streamStart) }) { list in
+                if let error = rd_kafka_incremental_assign(consumer, list) {
+                    logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
+                    rd_kafka_error_destroy(error)
+                }
             }
-            rd_kafka_topic_partition_list_destroy(list)
             // A full window holds back just its partition: librdkafka stops fetching it once its queue holds
             // queued.max.messages.kbytes, and goes on 10 ms after the queue is served again (pausing the
             // partition instead would throw the prefetched messages away and cost a second to resume).
@@ -175,19 +158,19 @@ final class StreamConsumer: @unchecked Sendable {
                 let key = TopicPartition(topic: pipe.topic, partition: stream.partition)
                 guard assigned[key] == nil, let queue = rd_kafka_queue_get_partition(consumer, pipe.topic, stream.partition) else { continue }
                 rd_kafka_queue_forward(queue, nil)
-                rd_kafka_queue_io_event_enable(queue, wakePipe.write, "1", 1)
+                rd_kafka_queue_io_event_enable(queue, client.wakePipe.write, "1", 1)
                 assigned[key] = Assigned(pipe: pipe, stream: stream, queue: queue)
             }
         }
         for (key, entry) in assigned {
             let (rewind, resume) = entry.stream.takeRequests()
             if let rewind {
-                let list = KafkaHandle.partitionList([(key.topic, key.partition, rewind)])
-                if let error = rd_kafka_seek_partitions(consumer, list, 5000) {
-                    logger.warning("pipe \(entry.pipe.name): seek of partition \(key.partition) to \(rewind) failed: \(String(cString: rd_kafka_error_string(error)))")
-                    rd_kafka_error_destroy(error)
+                withTopicPartitionList([(key.topic, key.partition, rewind)]) { list in
+                    if let error = rd_kafka_seek_partitions(consumer, list, 5000) {
+                        logger.warning("pipe \(entry.pipe.name): seek of partition \(key.partition) to \(rewind) failed: \(String(cString: rd_kafka_error_string(error)))")
+                        rd_kafka_error_destroy(error)
+                    }
                 }
-                rd_kafka_topic_partition_list_destroy(list)
                 entry.stream.rewound(to: rewind)
                 entry.pipe.notifyReaders()
             }
@@ -196,7 +179,7 @@ final class StreamConsumer: @unchecked Sendable {
     }
 
     /// Takes one batch from a queue and hands its records to their streams. Returns how many it took.
-    private func consume(from queue: OpaquePointer, into batch: inout [UnsafeMutablePointer<rd_kafka_message_t>?]) -> Int {
+    private func consume(from queue: OpaquePointer, of consumer: OpaquePointer, into batch: inout [UnsafeMutablePointer<rd_kafka_message_t>?]) -> Int {
         let n = rd_kafka_consume_batch_queue(queue, 0, &batch, batch.count)
         guard n > 0 else { return 0 }
         // Per partition: offsets, payloads copied once into one block, and which of them are reset markers.
@@ -244,6 +227,47 @@ final class StreamConsumer: @unchecked Sendable {
             if entry.stream.reachedEnd(at: offset, low: max(0, low)) { entry.pipe.notifyReaders() }
         }
         return n
+    }
+}
+
+/// The consumer client with its own queue and the pipe that wakes its thread. Its deinit closes the consumer
+/// and lets go of the client (the partitions' queues are gone by then: the consumer thread destroys them).
+// @unchecked Sendable: every property is set in init; librdkafka's calls are thread-safe.
+private final class ConsumerClient: @unchecked Sendable {
+    let client: KafkaClient
+    let queue: OpaquePointer
+    /// librdkafka writes to this pipe when a queue gets messages, and `StreamConsumer.wake` when the thread has
+    /// requests to apply: the thread sleeps in poll() on it, never on a timer.
+    let wakePipe: (read: Int32, write: Int32)
+
+    init(_ client: KafkaClient) throws {
+        rd_kafka_poll_set_consumer(client.handle)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw PipeError.io("pipe: \(String(cString: strerror(errno)))") }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        self.client = client
+        queue = rd_kafka_queue_get_consumer(client.handle)
+        wakePipe = (fds[0], fds[1])
+        rd_kafka_queue_io_event_enable(queue, wakePipe.write, "1", 1)
+    }
+
+    /// Sleeps until a queue has messages, a request arrives, or `timeout` ms pass.
+    func waitForWork(timeout: Int32) {
+        var pfd = pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0)
+        _ = poll(&pfd, 1, timeout)
+        var drain = [UInt8](repeating: 0, count: 256)
+        while read(wakePipe.read, &drain, drain.count) > 0 {}
+    }
+
+    deinit {
+        rd_kafka_queue_io_event_enable(queue, -1, nil, 0)
+        rd_kafka_queue_destroy(queue)
+        Glibc.close(wakePipe.read)
+        Glibc.close(wakePipe.write)
+        rd_kafka_consumer_close(client.handle)
     }
 }
 

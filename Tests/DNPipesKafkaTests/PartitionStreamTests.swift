@@ -98,4 +98,63 @@ final class PartitionStreamTests: XCTestCase {
         deliver(s, from: 0, count: 20)
         XCTAssertEqual(s.fetch(from: 0, maxBytes: 1000)?.count, 20)
     }
+
+    /// Delivers messages `first ..< first + count` as one consumed batch, each the ten digits of its offset.
+    private func deliverNumbered(_ s: PartitionStream, from first: Int64, count: Int) -> (changed: Bool, full: Bool) {
+        let offsets = (0..<Int64(count)).map { first + $0 }
+        return s.deliver(offsets: offsets, block: MessageBlock(offsets.map { Array(digits($0).utf8) }), markers: [])
+    }
+
+    private func digits(_ offset: Int64) -> String {
+        let text = String(offset)
+        return String(repeating: "0", count: 10 - text.count) + text
+    }
+
+    private func texts(_ batch: MessageBatch?) -> [String] { (batch?.messages ?? []).map { String(decoding: $0, as: UTF8.self) } }
+
+    func testAReaderAtTheFrontOfAFullWindowLeavesAQuarterOfTheBudgetBehindIt() {
+        let wakes = Wakes()
+        let s = stream(windowBytes: 1000, wakes: wakes)
+        XCTAssertTrue(deliverNumbered(s, from: 0, count: 200).full, "2000 bytes in a window of 1000")
+        XCTAssertEqual(s.fetch(from: 199, maxBytes: 10)?.offsets, [199])
+        // Below 199, the newest 250 bytes stay: 25 messages of 10 bytes, from 174 on (a 26th would be 260).
+        XCTAssertEqual(s.fetch(from: 174, maxBytes: 10)?.offsets, [174])
+        XCTAssertNil(s.fetch(from: 173, maxBytes: 10), "evicted")
+        let requests = s.takeRequests()
+        XCTAssertEqual(requests.rewind, 173)
+        XCTAssertTrue(requests.resume, "260 bytes left, under half the budget")
+    }
+
+    func testAReaderPassingLittleOfAFullWindowFreesOnlyWhatLiesAQuarterBudgetBehindIt() {
+        let s = stream(windowBytes: 1000)
+        XCTAssertTrue(deliverNumbered(s, from: 0, count: 200).full)
+        XCTAssertEqual(s.fetch(from: 60, maxBytes: 10)?.offsets, [60])
+        // Below 60 the newest 250 bytes stay (35..<60): the window is 1650 bytes, still paused.
+        XCTAssertEqual(s.fetch(from: 35, maxBytes: 10)?.offsets, [35])
+        XCTAssertNil(s.fetch(from: 34, maxBytes: 10))
+        XCTAssertFalse(s.takeRequests().resume)
+    }
+
+    func testMessagesStayWhereTheyAreWhenTheWindowDropsItsEvictedHead() {
+        // Over 4096 evicted messages, the window lets go of their bookkeeping and renumbers its chunks.
+        let s = stream(windowBytes: 50_000)
+        for chunk in 0..<6 { _ = deliverNumbered(s, from: Int64(chunk * 1000), count: 1000) }
+        XCTAssertFalse(s.takeRequests().resume, "60000 bytes: paused")
+        XCTAssertEqual(texts(s.fetch(from: 5990, maxBytes: 10)), [digits(5990)])
+        // Below 5990 the newest 12500 bytes stay: from 4740 on, in what was the fifth chunk.
+        let first = s.fetch(from: 4740, maxBytes: 10_000)
+        XCTAssertEqual(first?.offsets.first, 4740)
+        XCTAssertEqual(first?.offsets.last, 4999, "one batch is served from one chunk")
+        XCTAssertEqual(texts(first).first, digits(4740))
+        XCTAssertEqual(texts(first).last, digits(4999))
+        XCTAssertEqual(texts(s.fetch(from: 5500, maxBytes: 10)), [digits(5500)])
+        XCTAssertNil(s.fetch(from: 4739, maxBytes: 10))
+        XCTAssertEqual(s.takeRequests().rewind, 4739)
+        s.rewound(to: 4739)
+        _ = deliverNumbered(s, from: 4739, count: 1)
+        XCTAssertEqual(texts(s.fetch(from: 4739, maxBytes: 10)), [digits(4739)], "the window starts anew at a rewind")
+        XCTAssertFalse(deliverNumbered(s, from: 4740, count: 2000).full)
+        XCTAssertEqual(texts(s.fetch(from: 6500, maxBytes: 10)), [digits(6500)])
+        XCTAssertEqual(s.streamExtent()?.size, 6740 * 11, "each offset counted once, refetches included")
+    }
 }
