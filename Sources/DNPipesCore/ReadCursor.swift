@@ -123,10 +123,12 @@ public struct ReadCursor: Sendable {
     }
 
     /// `take` for a framed block: messages that lie next to each other in its buffer, each with its newline,
-    /// are copied out in one piece.
+    /// are copied out in one piece, and a block that holds nothing else, wholly taken, is not copied at all.
     private mutating func takeFramed(_ batch: MessageBatch, into out: inout [UInt8], capacity: Int, partition: Int) -> Bool {
         var full = false
         var next = offsets[partition]
+        let wasEmpty = out.isEmpty
+        var whole = false
         batch.block.bytes.withUnsafeBufferPointer { all in
             // The bytes of the messages taken so far and not yet copied out: `run` in `all`.
             var run = 0..<0
@@ -159,8 +161,11 @@ public struct ReadCursor: Sendable {
                 }
                 if room == 0 { full = true; break }
             }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: all[run]))
+            // A block that is nothing but the messages taken is handed out as it is.
+            whole = wasEmpty && run == all.indices
+            if !whole { out.append(contentsOf: UnsafeBufferPointer(rebasing: all[run])) }
         }
+        if whole { out = batch.block.bytes }
         offsets[partition] = next
         return full
     }
