@@ -192,11 +192,16 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             let limit = segment.size
             var scanStart = segment.indexed(atOrBefore: from)
             if let hint = positionHints[from], hint.segment == segment.base { scanStart = hint.batch }
+            let whole = segment.wholeBatches(from: from, maxBytes: max(1, maxBytes))
             lock.unlock()
 
             let result: Segment.Read
             do {
-                result = try segment.read(from: from, scanFrom: scanStart, limit: limit, maxBytes: max(1, maxBytes))
+                if let whole, let read = try segment.read(whole) {
+                    result = read
+                } else {
+                    result = try segment.read(from: from, scanFrom: scanStart, limit: limit, maxBytes: max(1, maxBytes))
+                }
             } catch let gone as SegmentGone {
                 // Its file was closed by the descriptor cache and unlinked since by a reset or retention: look
                 // again from the oldest message kept now. A segment still in the log must not be missing.

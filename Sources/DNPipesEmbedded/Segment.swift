@@ -24,8 +24,10 @@ final class Segment: @unchecked Sendable {
     private let files: DescriptorCache
     private(set) var size: Int64 = 0
     private(set) var count: Int64 = 0
-    private var indexOffsets: [Int64] = []
-    private var indexPositions: [Int64] = []
+    /// The sparse index: first offsets, file positions and message counts of batches (see `indexStride`).
+    private(set) var indexOffsets: [Int64] = []
+    private(set) var indexPositions: [Int64] = []
+    private(set) var indexCounts: [Int] = []
 
     static func fileName(base: Int64) -> String {
         let digits = String(base)
@@ -109,6 +111,7 @@ final class Segment: @unchecked Sendable {
         if indexOffsets.isEmpty || base + count - indexOffsets[indexOffsets.count - 1] >= Segment.indexStride {
             indexOffsets.append(base + count)
             indexPositions.append(position)
+            indexCounts.append(batchCount)
         }
         count += Int64(batchCount)
         size = position + Int64(batchSize)

@@ -1,0 +1,87 @@
+import Foundation
+import XCTest
+import DNPipesTestSupport
+import DNPipesCore
+@testable import DNPipesEmbedded
+
+/// Fetches over batches of every kind: whole batches read straight into a buffer of framed bytes (writes of
+/// many messages), reads through a window (small writes, offsets inside a batch), and both after a reopen.
+final class BatchReadTests: StoreTestCase {
+    private let config = EmbeddedStore.Configuration(maxMessageBytes: 8192, segmentBytes: 512 << 10)
+
+    /// Property: after random writes (one message to hundreds, some past a batch's 64 KiB), fetches from
+    /// random offsets with random sizes give exactly the messages from there on, framed as readers get them.
+    func testRandomFetchesGiveTheMessages() throws {
+        var rng = SplitMix64(seed: 0xBA7C)
+        var messages: [[UInt8]] = []
+        try withStore(at: data, config) { store in
+            try store.create(name("p"))
+            let log = try openLog(store, "p")
+            let writer = try log.makeWriter()
+            for _ in 0..<40 {
+                let n = Bool.random(using: &rng) ? Int.random(in: 1...5, using: &rng) : Int.random(in: 64...400, using: &rng)
+                let maxLength = Bool.random(using: &rng) ? 40 : 700
+                let batch = randomMessages(n, maxLength: maxLength, using: &rng).map { Array("\(messages.count):".utf8) + $0 }
+                try writer.push(batch)
+                messages += batch
+            }
+            flush(writer)
+            try checkFetches(log, messages, using: &rng, context: "written")
+        }
+        try withStore(at: data, config) { store in
+            try checkFetches(try openLog(store, "p"), messages, using: &rng, context: "reopened")
+        }
+    }
+
+    private func checkFetches(_ log: PipeLog, _ messages: [[UInt8]], using rng: inout SplitMix64, context: String) throws {
+        XCTAssertEqual(log.bounds().end, Int64(messages.count))
+        for round in 0..<200 {
+            let from = Int.random(in: 0..<messages.count, using: &rng)
+            let maxBytes = [1, 100, 4096, 65536, 1 << 20].randomElement(using: &rng)!
+            let where_ = "\(context), round \(round): from \(from), maxBytes \(maxBytes)"
+            guard case .messages(let batch) = try log.fetch(from: Int64(from), maxBytes: maxBytes) else {
+                return XCTFail("nothing; " + where_)
+            }
+            XCTAssertEqual(batch.offsets.first, Int64(from), where_)
+            XCTAssertEqual(batch.messages, Array(messages[from..<(from + batch.count)]), where_)
+            XCTAssertTrue(batch.block.isFramed, where_)
+            let framed = batch.block.ranges.reduce(0) { $0 + $1.count + 1 }
+            // About `maxBytes`: past it by at most a batch or a message.
+            XCTAssertLessThanOrEqual(framed, maxBytes + BatchFormat.batchBytes + config.maxMessageBytes + 1, where_)
+        }
+        // Sequential readers of every size see every message once.
+        for maxBytes in [1, 3000, 65536, 1 << 20] {
+            XCTAssertEqual(try readAll(log, maxBytes: maxBytes).messages, messages, "\(context), read all by \(maxBytes)")
+        }
+    }
+
+    /// A reader through the cursor gets the stream as it was written, from any byte position.
+    func testReaderGetsTheStreamFromAnyPosition() throws {
+        var rng = SplitMix64(seed: 0x5EEC)
+        var messages: [[UInt8]] = []
+        try withStore(at: data, config) { store in
+            try store.create(name("p"))
+            let log = try openLog(store, "p")
+            for _ in 0..<12 {
+                let batch = randomMessages(Int.random(in: 1...300, using: &rng), maxLength: 500, using: &rng)
+                try write(log, batch, batch: batch.count)
+                messages += batch
+            }
+            let stream: [UInt8] = messages.flatMap { $0 + [0x0A] }
+            for _ in 0..<30 {
+                let at = Int.random(in: 0..<stream.count, using: &rng)
+                var reader = PositionedReader(log: log, start: .oldest, stopAtEnd: true)
+                var got: [UInt8] = []
+                var position = Int64(at)
+                while true {
+                    let capacity = [4096, 65536, 1 << 20].randomElement(using: &rng)!
+                    guard case .data(let bytes) = try reader.read(at: position, capacity: capacity) else { break }
+                    got += bytes
+                    position += Int64(bytes.count)
+                }
+                XCTAssertEqual(got.count, stream.count - at, "from byte \(at)")
+                XCTAssertTrue(got == Array(stream[at...]), "from byte \(at)")
+            }
+        }
+    }
+}
