@@ -51,7 +51,7 @@ enum LegacySegment {
             var encoded = BatchFormat.encode(pending)
             encoded.place(at: base + records - Int64(pending.count))
             let bytes = written == 0 ? BatchFormat.fileHeader + encoded.bytes : encoded.bytes
-            try write(target, bytes, at: written, path: temporary)
+            try writeBytes(target, bytes, at: written, path: temporary)
             written += Int64(bytes.count)
             pending = MessageBlock()
             pendingBytes = 0
@@ -63,21 +63,12 @@ enum LegacySegment {
             if pendingBytes >= 1 << 20 { try flush() }
         }
         try flush()
-        try systemCall("fsync \(temporary)") { fsync(target) }
         var times = [st.st_atim, st.st_mtim]
         try systemCall("set the times of \(temporary)") { futimens(target, &times) }
+        try systemCall("fsync \(temporary)") { fsync(target) }
         try systemCall("rename \(temporary)") { rename(temporary, path) }
         renamed = true
         return (records, Int64(st.st_size) - validBytes)
-    }
-
-    private static func write(_ fd: Int32, _ bytes: [UInt8], at start: Int64, path: String) throws {
-        try bytes.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                done += try systemCall("write \(path)") { pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(start) + off_t(done)) }
-            }
-        }
     }
 }
 
@@ -127,16 +118,7 @@ struct RecordScanner {
                 let want = max(chunk, needed ?? 0, RecordFormat.headerSize)
                 let toRead = Int(min(Int64(want), limit - here))
                 if toRead <= remaining { return nil }
-                let fd = self.fd
-                let fresh = try [UInt8](unsafeUninitializedCapacity: toRead) { raw, initialized in
-                    var done = 0
-                    while done < toRead {
-                        let n = try systemCall("read segment") { pread(fd, raw.baseAddress! + done, toRead - done, off_t(here) + off_t(done)) }
-                        if n == 0 { break }
-                        done += n
-                    }
-                    initialized = done
-                }
+                let fresh = try readBytes(fd, count: toRead, at: here, path: "segment of the earlier format")
                 if fresh.count <= remaining { return nil }
                 buffer = fresh
                 bufferPosition = here

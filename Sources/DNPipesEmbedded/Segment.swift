@@ -125,8 +125,8 @@ final class Segment: @unchecked Sendable {
         try withDescriptor { fd in
             files.wrote(file)
             do {
-                if start == 0 { try Segment.writeAll(fd, BatchFormat.fileHeader, at: 0, path: path) }
-                try Segment.writeAll(fd, encoded.bytes, at: batchesAt, path: path)
+                if start == 0 { try writeBytes(fd, BatchFormat.fileHeader, at: 0, path: path) }
+                try writeBytes(fd, encoded.bytes, at: batchesAt, path: path)
             } catch {
                 _ = ftruncate(fd, off_t(start))
                 throw error
@@ -136,17 +136,6 @@ final class Segment: @unchecked Sendable {
         for batch in encoded.batches {
             noteBatch(at: position, count: batch.count, size: batch.size)
             position += Int64(batch.size)
-        }
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8], at start: Int64, path: String) throws {
-        try bytes.withUnsafeBytes { raw in
-            var written = 0
-            while written < raw.count {
-                written += try systemCall("write \(path)") {
-                    pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(start) + off_t(written))
-                }
-            }
         }
     }
 
@@ -264,17 +253,7 @@ struct FileWindow {
         if position + Int64(count) > limit { return false }
         if holds(position, count) { return true }
         let toRead = Int(min(limit - position, Int64(max(chunk, count))))
-        let fd = self.fd, path = self.path
-        // Read straight into new storage, not zero-filled first.
-        buffer = try [UInt8](unsafeUninitializedCapacity: toRead) { raw, initialized in
-            var done = 0
-            while done < toRead {
-                let n = try systemCall("read \(path)") { pread(fd, raw.baseAddress! + done, toRead - done, off_t(position) + off_t(done)) }
-                if n == 0 { break }
-                done += n
-            }
-            initialized = done
-        }
+        buffer = try readBytes(fd, count: toRead, at: position, path: path)
         start = position
         return buffer.count >= count
     }

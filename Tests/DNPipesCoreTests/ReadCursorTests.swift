@@ -152,6 +152,21 @@ final class ReadCursorTests: XCTestCase {
         XCTAssertEqual(cursor.fill(capacity: 10) { pipe.fetch($0, $1) }, bytes("g\n"))
     }
 
+    /// Fills in random buffer sizes until a fill is empty, checking none exceeds its capacity; nil (after a
+    /// failure) if the cursor makes no progress.
+    private func drain(_ cursor: inout ReadCursor, _ pipe: inout FakePipe, using rng: inout SplitMix64) -> [UInt8]? {
+        var out: [UInt8] = []
+        for _ in 0..<10_000 {
+            let capacity = Int.random(in: 1...40, using: &rng)
+            let chunk = cursor.fill(capacity: capacity) { pipe.fetch($0, $1) }
+            XCTAssertLessThanOrEqual(chunk.count, capacity)
+            if chunk.isEmpty { return out }
+            out += chunk
+        }
+        XCTFail("no progress")
+        return nil
+    }
+
     /// Property: for random messages and random buffer sizes, the concatenated output of fills until an empty
     /// one is every message followed by a newline, and no fill exceeds its capacity.
     func testRandomCapacitiesReassembleTheStream() {
@@ -163,17 +178,7 @@ final class ReadCursorTests: XCTestCase {
             let oldest = Int64.random(in: 0...5, using: &rng)
             var pipe = FakePipe(oldest: oldest, messages: messages)
             var cursor = ReadCursor(offset: 0)
-            var out: [UInt8] = []
-            var fills = 0
-            while true {
-                let capacity = Int.random(in: 1...40, using: &rng)
-                let chunk = cursor.fill(capacity: capacity) { pipe.fetch($0, $1) }
-                XCTAssertLessThanOrEqual(chunk.count, capacity)
-                if chunk.isEmpty { break }
-                out += chunk
-                fills += 1
-                if fills > 10_000 { XCTFail("no progress"); return }
-            }
+            guard let out = drain(&cursor, &pipe, using: &rng) else { return }
             let expected: [UInt8] = messages.flatMap { $0 + [0x0A] }
             XCTAssertEqual(out, expected, "iteration \(iteration)")
             XCTAssertEqual(cursor.offset, messages.isEmpty ? 0 : pipe.end)
@@ -195,17 +200,7 @@ final class ReadCursorTests: XCTestCase {
             var pipe = FakePipe(messages: messages, framed: true)
             var cursor = ReadCursor(offset: 0)
             cursor.seek(to: 0, skip: Int64(skip))
-            var out: [UInt8] = []
-            var fills = 0
-            while true {
-                let capacity = Int.random(in: 1...40, using: &rng)
-                let chunk = cursor.fill(capacity: capacity) { pipe.fetch($0, $1) }
-                XCTAssertLessThanOrEqual(chunk.count, capacity)
-                if chunk.isEmpty { break }
-                out += chunk
-                fills += 1
-                if fills > 10_000 { XCTFail("no progress"); return }
-            }
+            guard let out = drain(&cursor, &pipe, using: &rng) else { return }
             XCTAssertEqual(out, Array(stream[skip...]), "iteration \(iteration), from byte \(skip)")
             XCTAssertEqual(cursor.offset, pipe.end)
             if out != Array(stream[skip...]) { return }

@@ -9,23 +9,37 @@ import DNPipesCore
 final class BatchReadTests: StoreTestCase {
     private let config = EmbeddedStore.Configuration(maxMessageBytes: 8192, segmentBytes: 512 << 10)
 
+    /// Makes pipe `p` and runs `body` with its log.
+    private func withPipe(_ body: (PipeLog) throws -> Void) throws {
+        try withStore(at: data, config) { store in
+            try store.create(name("p"))
+            try body(try openLog(store, "p"))
+        }
+    }
+
+    /// Pushes `writes` times the messages `next` gives, each time in one push, and returns them all.
+    private func push(_ log: PipeLog, writes: Int, _ next: () -> [[UInt8]]) throws -> [[UInt8]] {
+        let writer = try log.makeWriter()
+        var messages: [[UInt8]] = []
+        for _ in 0..<writes {
+            let batch = next()
+            try writer.push(batch)
+            messages += batch
+        }
+        flush(writer)
+        return messages
+    }
+
     /// Property: after random writes (one message to hundreds, some past a batch's 64 KiB), fetches from
     /// random offsets with random sizes give exactly the messages from there on, framed as readers get them.
     func testRandomFetchesGiveTheMessages() throws {
         var rng = SplitMix64(seed: 0xBA7C)
         var messages: [[UInt8]] = []
-        try withStore(at: data, config) { store in
-            try store.create(name("p"))
-            let log = try openLog(store, "p")
-            let writer = try log.makeWriter()
-            for _ in 0..<40 {
+        try withPipe { log in
+            messages = try push(log, writes: 40) {
                 let n = Bool.random(using: &rng) ? Int.random(in: 1...5, using: &rng) : Int.random(in: 64...400, using: &rng)
-                let maxLength = Bool.random(using: &rng) ? 40 : 700
-                let batch = randomMessages(n, maxLength: maxLength, using: &rng).map { Array("\(messages.count):".utf8) + $0 }
-                try writer.push(batch)
-                messages += batch
+                return randomMessages(n, maxLength: Bool.random(using: &rng) ? 40 : 700, using: &rng)
             }
-            flush(writer)
             try checkFetches(log, messages, using: &rng, context: "written")
         }
         try withStore(at: data, config) { store in
@@ -58,14 +72,9 @@ final class BatchReadTests: StoreTestCase {
     /// A reader through the cursor gets the stream as it was written, from any byte position.
     func testReaderGetsTheStreamFromAnyPosition() throws {
         var rng = SplitMix64(seed: 0x5EEC)
-        var messages: [[UInt8]] = []
-        try withStore(at: data, config) { store in
-            try store.create(name("p"))
-            let log = try openLog(store, "p")
-            for _ in 0..<12 {
-                let batch = randomMessages(Int.random(in: 1...300, using: &rng), maxLength: 500, using: &rng)
-                try write(log, batch, batch: batch.count)
-                messages += batch
+        try withPipe { log in
+            let messages = try push(log, writes: 12) {
+                randomMessages(Int.random(in: 1...300, using: &rng), maxLength: 500, using: &rng)
             }
             let stream: [UInt8] = messages.flatMap { $0 + [0x0A] }
             for _ in 0..<30 {
