@@ -6,7 +6,7 @@ import DNPipesCore
 /// Reading whole batches into one buffer of nothing but their messages as readers get them.
 ///
 /// Where the sparse index has every batch one after another (writes of 64 or more messages each, as a
-/// program writing a file makes) the positions and sizes of the batches are known without reading them: one
+/// program writing a file makes; see `noteBatch`) the positions and sizes of the batches are known without reading them: one
 /// `preadv` then puts their headers in one buffer and their framed bytes, back to back, in another, which a
 /// reader takes whole, with no copy. A read from inside a batch, or across small batches, reads through a
 /// `FileWindow` instead.

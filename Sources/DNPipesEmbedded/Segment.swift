@@ -28,6 +28,8 @@ final class Segment: @unchecked Sendable {
     private(set) var indexOffsets: [Int64] = []
     private(set) var indexPositions: [Int64] = []
     private(set) var indexCounts: [Int] = []
+    /// Messages in the segment's last batch.
+    private var lastBatchCount = 0
 
     static func fileName(base: Int64) -> String {
         let digits = String(base)
@@ -107,14 +109,22 @@ final class Segment: @unchecked Sendable {
     }
 
     /// Counts a batch of `count` messages at file position `position`, the first with offset `base + count`.
+    ///
+    /// A batch is indexed when it starts `indexStride` messages or more after the last indexed one, and also
+    /// when it or the batch before it holds that many: then the batches of large writes are all indexed, a
+    /// small one that ends a write included, and read whole (see Segment+WholeBatches.swift), while the
+    /// index still has at most about two entries per `indexStride` messages.
     private func noteBatch(at position: Int64, count batchCount: Int, size batchSize: Int) {
-        if indexOffsets.isEmpty || base + count - indexOffsets[indexOffsets.count - 1] >= Segment.indexStride {
+        let stride = Int(Segment.indexStride)
+        if indexOffsets.isEmpty || batchCount >= stride || lastBatchCount >= stride
+            || base + count - indexOffsets[indexOffsets.count - 1] >= Segment.indexStride {
             indexOffsets.append(base + count)
             indexPositions.append(position)
             indexCounts.append(batchCount)
         }
         count += Int64(batchCount)
         size = position + Int64(batchSize)
+        lastBatchCount = batchCount
     }
 
     /// Appends already encoded batches. On a failed or short write the file is cut back, so a batch is
@@ -197,10 +207,13 @@ final class Segment: @unchecked Sendable {
                 guard try window.load(position, header.size) else {
                     throw PipeError.io("\(path) no longer holds the batch checked at byte \(position)")
                 }
-                let taken: Int = window.withBytes(at: position) { raw, batchAt in
+                let taken: Int? = window.withBytes(at: position) { raw, batchAt in
                     var framed = batchAt + header.headerSize
+                    let end = batchAt + header.size
                     for i in 0..<header.count {
                         let length = BatchFormat.Header.length(raw, at: batchAt, message: i)
+                        // Lengths that pass the batch's end: the file changed since it was checked.
+                        guard framed + length < end else { return nil }
                         if at + Int64(i) >= offset {
                             ranges.append(framed..<(framed + length))
                             bytes += length + 1
@@ -210,6 +223,7 @@ final class Segment: @unchecked Sendable {
                     }
                     return header.count
                 }
+                guard let taken else { throw PipeError.io("\(path) no longer holds the batch checked at byte \(position)") }
                 result.next = at + Int64(taken)
                 if taken < header.count {
                     result.resume = (at, position)

@@ -10,8 +10,8 @@ final class BatchReadTests: StoreTestCase {
     private let config = EmbeddedStore.Configuration(maxMessageBytes: 8192, segmentBytes: 512 << 10)
 
     /// Makes pipe `p` and runs `body` with its log.
-    private func withPipe(_ body: (PipeLog) throws -> Void) throws {
-        try withStore(at: data, config) { store in
+    private func withPipe(segmentBytes: Int64 = 512 << 10, _ body: (PipeLog) throws -> Void) throws {
+        try withStore(at: data, EmbeddedStore.Configuration(maxMessageBytes: 8192, segmentBytes: segmentBytes)) { store in
             try store.create(name("p"))
             try body(try openLog(store, "p"))
         }
@@ -66,6 +66,27 @@ final class BatchReadTests: StoreTestCase {
         // Sequential readers of every size see every message once.
         for maxBytes in [1, 3000, 65536, 1 << 20] {
             XCTAssertEqual(try readAll(log, maxBytes: maxBytes).messages, messages, "\(context), read all by \(maxBytes)")
+        }
+    }
+
+    /// Writes of many messages (a write of a program's buffer, its last batch small) are read whole: each
+    /// fetch's buffer holds nothing but its messages, so a reader takes it without a copy.
+    func testWritesOfManyMessagesAreReadWhole() throws {
+        let line = [UInt8](repeating: 0x78, count: 100)
+        // One segment: a fetch ends at a segment's end.
+        try withPipe(segmentBytes: 128 << 20) { log in
+            let messages = try push(log, writes: 30) { Array(repeating: line, count: 1300) }
+            for maxBytes in [1 << 20, 200 << 10] {
+                var next: Int64 = 0
+                while case .messages(let batch) = try log.fetch(from: next, maxBytes: maxBytes) {
+                    XCTAssertEqual(batch.offsets.first, next)
+                    XCTAssertEqual(batch.block.bytes.count, batch.count * (line.count + 1), "a copy at offset \(next)")
+                    XCTAssertGreaterThan(batch.block.bytes.count, maxBytes / 2, "a short fetch at offset \(next)")
+                    next += Int64(batch.count)
+                    if next == Int64(messages.count) { break }
+                }
+                XCTAssertEqual(next, Int64(messages.count))
+            }
         }
     }
 
