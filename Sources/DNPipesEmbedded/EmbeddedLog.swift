@@ -45,8 +45,8 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     /// The appends (by turn) that the waiting syncs cover.
     private var syncUpTo: UInt64 = 0
     private var syncScheduled = false
-    /// Where recent fetches ended: offset -> (segment base, file position), so a sequential reader continues
-    /// without consulting the sparse index.
+    /// Where recent fetches ended: offset -> (segment base, first offset and position of the batch holding
+    /// it), so a sequential reader continues without consulting the sparse index.
     var positionHints: [Int64: (segment: Int64, batch: (offset: Int64, position: Int64))] = [:]
     /// When messages were pushed and how long they are kept (see EmbeddedLog+Retention.swift).
     var ages: MessageAges
@@ -218,7 +218,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 lock.unlock()
                 return .messages(MessageBatch(first: from, block: result.messages))
             }
-            // The offset lies past this segment's records (a segment cut short by corruption): go on with the
+            // The offset lies past this segment's batches (a segment cut short by damage): go on with the
             // next segment, or report nothing if this is the newest.
             guard let next = following, next > from else { return .nothing }
             from = next

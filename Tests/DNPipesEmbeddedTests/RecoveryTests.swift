@@ -109,15 +109,21 @@ final class RecoveryTests: StoreTestCase {
                            context: "cut at \(cut) of \(size)")
     }
 
-    func testNewestSegmentCutToNothing() throws {
+    /// The newest segment cut to nothing, or inside its file header (a crash can leave a new segment so):
+    /// it holds nothing, and reopens empty.
+    func testNewestSegmentCutInsideItsHeader() throws {
         var rng = SplitMix64(seed: 22)
         let messages = randomMessages(80, maxLength: 90, using: &rng)
         try populate(messages, at: data)
         let newest = try segmentFiles("p").last!
         XCTAssertGreaterThan(newest.base, 0)
-        XCTAssertEqual(truncate(newest.path, 0), 0)
-        try checkRecovered(at: data, expected: Array(messages[..<Int(newest.base)]), newest: newest, newestSize: 0,
-                           context: "cut to 0")
+        for cut in [0, 1, 3, BatchFormat.fileHeaderSize - 1] {
+            let copy = try copyStore(data, as: "header\(cut)")
+            let path = copy + "/pipes/p/" + Segment.fileName(base: newest.base)
+            XCTAssertEqual(truncate(path, off_t(cut)), 0)
+            try checkRecovered(at: copy, expected: Array(messages[..<Int(newest.base)]), newest: (newest.base, path),
+                               newestSize: 0, context: "cut to \(cut)")
+        }
     }
 
     func testGarbageAfterNewestSegment() throws {
