@@ -2,9 +2,15 @@
 ///
 /// A write of 128 KiB holds about a thousand lines; keeping them in one buffer, with a range each, costs two
 /// allocations per write instead of one per message, and backends read the payloads in place.
+///
+/// A block may be *framed*: every message's bytes are followed in the buffer by a newline, so messages that
+/// lie next to each other are already the bytes a reader gets, copied out in one piece (a backend that keeps
+/// messages that way, as the embedded store's batches do, hands out the buffer it read).
 public struct MessageBlock: Sendable, Equatable {
     public private(set) var bytes: [UInt8]
     public private(set) var ranges: [Range<Int>]
+    /// Whether a newline follows every message in `bytes`.
+    public private(set) var isFramed = false
 
     public init() {
         bytes = []
@@ -15,6 +21,16 @@ public struct MessageBlock: Sendable, Equatable {
     public init(bytes: [UInt8], ranges: [Range<Int>]) {
         self.bytes = bytes
         self.ranges = ranges
+    }
+
+    /// Takes a buffer in which a newline follows each of the messages at `ranges` (ascending, within it):
+    /// the caller makes sure of it (the embedded store checks every batch it hands out so).
+    public init(framedIn bytes: [UInt8], ranges: [Range<Int>]) {
+        assert(ranges.allSatisfy { $0.upperBound < bytes.count && bytes[$0.upperBound] == UInt8(ascii: "\n") },
+               "a framed block has a newline after every message")
+        self.bytes = bytes
+        self.ranges = ranges
+        isFramed = true
     }
 
     public init(_ messages: [[UInt8]]) {
@@ -45,6 +61,7 @@ public struct MessageBlock: Sendable, Equatable {
     }
 
     public mutating func append(_ message: UnsafeRawBufferPointer) {
+        isFramed = false
         let start = bytes.count
         bytes.append(contentsOf: message)
         ranges.append(start..<bytes.count)
@@ -52,7 +69,9 @@ public struct MessageBlock: Sendable, Equatable {
 
     /// The messages after the first `n`, sharing this block's buffer.
     public func droppingFirst(_ n: Int) -> MessageBlock {
-        MessageBlock(bytes: bytes, ranges: Array(ranges.dropFirst(n)))
+        var rest = MessageBlock(bytes: bytes, ranges: Array(ranges.dropFirst(n)))
+        rest.isFramed = isFramed
+        return rest
     }
 
     /// Keeps the first `n` messages (their bytes stay in the buffer, unreferenced).

@@ -89,6 +89,7 @@ public struct ReadCursor: Sendable {
     /// Appends a batch's messages while they fit; returns whether the buffer is full (the rest of a message
     /// that did not fit waits in the carry, and messages after it are fetched again).
     private mutating func take(_ batch: MessageBatch, into out: inout [UInt8], capacity: Int, partition: Int) -> Bool {
+        if batch.block.isFramed { return takeFramed(batch, into: &out, capacity: capacity, partition: partition) }
         var full = false
         var next = offsets[partition]
         // Copied from the batch's buffer in place: a slice per message would cost a retain and a release.
@@ -117,6 +118,54 @@ public struct ReadCursor: Sendable {
                 if out.count == capacity { full = true; break }
             }
         }
+        offsets[partition] = next
+        return full
+    }
+
+    /// `take` for a framed block: messages that lie next to each other in its buffer, each with its newline,
+    /// are copied out in one piece, and a block that holds nothing else, wholly taken, is not copied at all.
+    private mutating func takeFramed(_ batch: MessageBatch, into out: inout [UInt8], capacity: Int, partition: Int) -> Bool {
+        var full = false
+        var next = offsets[partition]
+        let wasEmpty = out.isEmpty
+        var whole = false
+        batch.block.bytes.withUnsafeBufferPointer { all in
+            // The bytes of the messages taken so far and not yet copied out: `run` in `all`.
+            var run = 0..<0
+            var room = capacity - out.count
+            for (index, range) in batch.block.ranges.enumerated() {
+                var lower = range.lowerBound
+                if skip > 0 {
+                    // skipAhead left at most this message's bytes to drop: its newline still comes out.
+                    lower += Int(Swift.min(skip, Int64(range.count)))
+                    skip = 0
+                }
+                next = batch.offsets[index] + 1
+                let framed = range.upperBound + 1 - lower
+                if framed <= room {
+                    if run.isEmpty || run.upperBound != lower {
+                        out.append(contentsOf: UnsafeBufferPointer(rebasing: all[run]))
+                        run = lower..<lower
+                    }
+                    run = run.lowerBound..<(range.upperBound + 1)
+                    room -= framed
+                } else {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: all[run]))
+                    run = 0..<0
+                    let n = Swift.min(room, range.upperBound - lower)
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: all[lower..<(lower + n)]))
+                    carry = Array(all[(lower + n)...range.upperBound])
+                    carryStart = 0
+                    full = true
+                    break
+                }
+                if room == 0 { full = true; break }
+            }
+            // A block that is nothing but the messages taken is handed out as it is.
+            whole = wasEmpty && run == all.indices
+            if !whole { out.append(contentsOf: UnsafeBufferPointer(rebasing: all[run])) }
+        }
+        if whole { out = batch.block.bytes }
         offsets[partition] = next
         return full
     }

@@ -45,9 +45,9 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
     /// The appends (by turn) that the waiting syncs cover.
     private var syncUpTo: UInt64 = 0
     private var syncScheduled = false
-    /// Where recent fetches ended: offset -> (segment base, file position), so a sequential reader continues
-    /// without consulting the sparse index.
-    var positionHints: [Int64: (Int64, Int64)] = [:]
+    /// Where recent fetches ended: offset -> (segment base, first offset and position of the batch holding
+    /// it), so a sequential reader continues without consulting the sparse index.
+    var positionHints: [Int64: (segment: Int64, batch: (offset: Int64, position: Int64))] = [:]
     /// When messages were pushed and how long they are kept (see EmbeddedLog+Retention.swift).
     var ages: MessageAges
     /// When expiry last wrote the start file (uptime nanoseconds; see EmbeddedLog+Retention.swift).
@@ -92,7 +92,11 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                      syncQueue: DispatchQueue, log: (String) -> Void) throws -> EmbeddedLog {
         let start = readStart(directory)
         let names = try directoryEntries(directory)
+        for leftover in names where leftover.hasSuffix(".log" + LegacySegment.temporarySuffix) {
+            unlink(directory + "/" + leftover)
+        }
         let bases = names.compactMap(Segment.base(ofFileName:)).sorted()
+        var rewritten = false
         var segments: [Segment] = []
         var index = StreamIndex(origin: start)
         var ages = MessageAges(retention: readRetention(directory))
@@ -103,6 +107,15 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 unlink(path)
                 continue
             }
+            if try LegacySegment.needsRewrite(path: path) {
+                let (records, dropped) = try LegacySegment.rewrite(path: path, base: base, maxPayload: config.maxMessageBytes)
+                rewritten = true
+                log("pipe \(name): rewrote \(path) (\(records) records) in the batch format")
+                if dropped > 0 {
+                    log(isLast ? "pipe \(name): dropped a torn tail of \(dropped) bytes from \(path) (never acknowledged)"
+                               : "pipe \(name): dropped \(dropped) unreadable bytes after the last valid record of \(path)")
+                }
+            }
             let byteBefore = index.size
             let (segment, cut) = try Segment.open(path: path, base: base, maxPayload: config.maxMessageBytes,
                                                   cutTornTail: isLast) { offset, length in
@@ -111,14 +124,15 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             ages.noteSegment(segment, from: start, byte: byteBefore)
             if cut > 0 {
                 log(isLast ? "pipe \(name): dropped a torn tail of \(cut) bytes from \(path) (never acknowledged)"
-                           : "pipe \(name): \(path) has \(cut) unreadable bytes after its last valid record")
+                           : "pipe \(name): \(path) has \(cut) unreadable bytes after its last valid batch")
             }
             segments.append(segment)
         }
         if segments.isEmpty {
             segments.append(try Segment.create(directory: directory, base: start))
-            try fsyncDirectory(directory)
+            rewritten = true
         }
+        if rewritten { try fsyncDirectory(directory) }
         // The newest segment was written last: its mtime is the last push (or the reset that started it).
         let lastPush = (try? segments.last!.status().st_mtim) ?? StreamExtent.now()
         return EmbeddedLog(name: name, directory: directory, config: config, syncQueue: syncQueue,
@@ -177,13 +191,17 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             let following = lo + 1 < segments.count ? segments[lo + 1].base : nil
             let limit = segment.size
             var scanStart = segment.indexed(atOrBefore: from)
-            if let hint = positionHints[from], hint.0 == segment.base { scanStart = (from, hint.1) }
+            if let hint = positionHints[from], hint.segment == segment.base { scanStart = hint.batch }
+            let whole = segment.wholeBatches(from: from, maxBytes: max(1, maxBytes))
             lock.unlock()
 
-            let result: (messages: MessageBlock, next: Int64, position: Int64)
+            let result: Segment.Read
             do {
-                result = try segment.read(from: from, scanFrom: scanStart, limit: limit, maxBytes: max(1, maxBytes),
-                                          maxPayload: config.maxMessageBytes)
+                if let whole, let read = try segment.read(whole) {
+                    result = read
+                } else {
+                    result = try segment.read(from: from, scanFrom: scanStart, limit: limit, maxBytes: max(1, maxBytes))
+                }
             } catch let gone as SegmentGone {
                 // Its file was closed by the descriptor cache and unlinked since by a reset or retention: look
                 // again from the oldest message kept now. A segment still in the log must not be missing.
@@ -196,11 +214,11 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
             if !result.messages.isEmpty {
                 lock.lock()
                 if positionHints.count > 4096 { positionHints.removeAll(keepingCapacity: true) }
-                positionHints[result.next] = (segment.base, result.position)
+                positionHints[result.next] = (segment.base, result.resume)
                 lock.unlock()
                 return .messages(MessageBatch(first: from, block: result.messages))
             }
-            // The offset lies past this segment's records (a segment cut short by corruption): go on with the
+            // The offset lies past this segment's batches (a segment cut short by damage): go on with the
             // next segment, or report nothing if this is the newest.
             guard let next = following, next > from else { return .nothing }
             from = next
@@ -283,8 +301,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         nextTicket += 1
         turn.unlock()
         accepted()
-        let encoded = RecordFormat.encode(messages)
-        let sizes = messages.ranges.map { $0.count + RecordFormat.headerSize }
+        var encoded = BatchFormat.encode(messages)
         // Wait for the appends that took their turn before this one (each writes at most one write's records).
         turn.lock()
         while servingTicket != ticket { turn.wait() }
@@ -305,7 +322,8 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
                 segments.append(active)
                 directoryUnsynced = true
             }
-            try active.append(encoded: encoded, recordSizes: sizes)
+            encoded.place(at: end)
+            try active.append(encoded)
             unsynced[ObjectIdentifier(active)] = active
             ages.note(offset: end, millis: currentMillis(), byte: index.size)
             for (i, range) in messages.ranges.enumerated() { index.note(offset: end + Int64(i), length: range.count) }

@@ -11,7 +11,7 @@ import DNPipesCore
 ///
 ///     DATA/lock                  flock'ed by the owning daemon, holds its pid
 ///     DATA/pipes/NAME/start      oldest readable offset (written by reset)
-///     DATA/pipes/NAME/*.log      segments, named by base offset
+///     DATA/pipes/NAME/*.log      segments, named by base offset: batches of messages (`BatchFormat`)
 ///     DATA/trash/                deleted pipes on their way out
 ///
 /// Segment files are opened through one bounded cache (`DescriptorCache`, 256 files) and a pipe's directory

@@ -1,6 +1,7 @@
 import DNPipesCore
 
-/// The on-disk format of one record in a segment file:
+/// The earlier on-disk format of segment files, a record at a time, which `LegacySegment` reads to rewrite
+/// such files in the batch format (`BatchFormat`). One record:
 ///
 ///     crc32c: UInt32 LE   over the length field and the payload
 ///     length: UInt32 LE   payload bytes

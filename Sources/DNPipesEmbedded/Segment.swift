@@ -5,15 +5,16 @@ import Darwin
 #endif
 import DNPipesCore
 
-/// One file of a pipe's log: records for offsets `base ..< base + count`, named by its base offset so that
-/// finding the segment holding an offset is a binary search over file names, not a scan.
+/// One file of a pipe's log: batches of messages for offsets `base ..< base + count` (see `BatchFormat`),
+/// named by its base offset so that finding the segment holding an offset is a binary search over file
+/// names, not a scan.
 ///
 /// All mutation happens under the owning log's lock. Reads use `pread` on bytes below `size`, which are
 /// complete once `write` returned, so they need no lock beyond a snapshot of `size`.
 // @unchecked Sendable: mutation happens under the owning log's lock (above); reads need only a size taken there.
 final class Segment: @unchecked Sendable {
-    /// Every this many records the segment remembers a (offset, file position) pair, so a read from any
-    /// offset parses at most this many records before reaching it.
+    /// Every this many messages (at the next batch) the segment remembers a batch's first offset and file
+    /// position, so a read from any offset passes few batch headers before reaching it.
     static let indexStride: Int64 = 64
 
     let base: Int64
@@ -23,8 +24,12 @@ final class Segment: @unchecked Sendable {
     private let files: DescriptorCache
     private(set) var size: Int64 = 0
     private(set) var count: Int64 = 0
-    private var indexOffsets: [Int64] = []
-    private var indexPositions: [Int64] = []
+    /// The sparse index: first offsets, file positions and message counts of batches (see `indexStride`).
+    private(set) var indexOffsets: [Int64] = []
+    private(set) var indexPositions: [Int64] = []
+    private(set) var indexCounts: [Int] = []
+    /// Messages in the segment's last batch.
+    private var lastBatchCount = 0
 
     static func fileName(base: Int64) -> String {
         let digits = String(base)
@@ -48,6 +53,8 @@ final class Segment: @unchecked Sendable {
     /// Runs `body` with the file's descriptor (opened again if the cache closed it).
     func withDescriptor<T>(_ body: (Int32) throws -> T) throws -> T { try files.use(file, body) }
 
+    /// Creates an empty segment file. It gets its header with its first batches (so that a reset on a full
+    /// disk, which starts a segment, needs no room); an empty file is an empty segment.
     static func create(directory: String, base: Int64) throws -> Segment {
         let path = directory + "/" + fileName(base: base)
         let fd = try systemCall("create segment \(path)") { Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644) }
@@ -55,9 +62,12 @@ final class Segment: @unchecked Sendable {
         return Segment(base: base, path: path)
     }
 
-    /// Opens an existing segment and checks every record. With `cutTornTail`, a torn or corrupt tail is cut
-    /// off the file (it can only be a write that was never acknowledged); otherwise the segment ends there.
-    /// `record` is told each valid record's offset and payload length, in order.
+    /// Opens an existing segment (in the batch format) and checks every batch. With `cutTornTail`, a torn or
+    /// corrupt tail is cut off the file (it can only be a write that was never acknowledged); otherwise the
+    /// segment ends there. `record` is told each valid message's offset and payload length, in order.
+    ///
+    /// Every batch below the segment's size is checked here once, and every batch appended later was
+    /// checksummed as it was encoded: reads check only that the file still has the bytes.
     static func open(path: String, base: Int64, maxPayload: Int, cutTornTail: Bool,
                      record: (_ offset: Int64, _ length: Int) -> Void = { _, _ in }) throws -> (Segment, cutBytes: Int64) {
         let segment = Segment(base: base, path: path)
@@ -65,10 +75,28 @@ final class Segment: @unchecked Sendable {
             var st = stat()
             try systemCall("stat \(path)") { fstat(fd, &st) }
             let fileSize = Int64(st.st_size)
-            var scanner = RecordScanner(fd: fd, limit: fileSize, maxPayload: maxPayload)
-            while let found = try scanner.next() {
-                record(base + segment.count, found.size - RecordFormat.headerSize)
-                segment.noteRecord(at: found.position, size: found.size)
+            if fileSize == 0 { return 0 }
+            var window = FileWindow(fd: fd, limit: fileSize, chunk: 1 << 20, path: path)
+            guard try window.load(0, BatchFormat.fileHeaderSize),
+                  window.withBytes(at: 0, { raw, _ in BatchFormat.hasFileHeader(raw) }) else {
+                throw PipeError.io("\(path) is not a segment file of this format")
+            }
+            segment.size = Int64(BatchFormat.fileHeaderSize)
+            var position = segment.size
+            while try window.load(position, BatchFormat.fixedHeaderSize) {
+                guard let header = window.withBytes(at: position, { raw, at in BatchFormat.header(raw, at: at) }),
+                      header.count > 0, header.firstOffset == base + segment.count,
+                      try window.load(position, header.size) else { break }
+                let valid = window.withBytes(at: position) { raw, at in
+                    guard BatchFormat.isValid(raw, at: at, header, maxPayload: maxPayload) else { return false }
+                    for i in 0..<header.count {
+                        record(header.firstOffset + Int64(i), BatchFormat.Header.length(raw, at: at, message: i))
+                    }
+                    return true
+                }
+                guard valid else { break }
+                segment.noteBatch(at: position, count: header.count, size: header.size)
+                position = segment.size
             }
             let cut = fileSize - segment.size
             if cut > 0 && cutTornTail {
@@ -80,39 +108,44 @@ final class Segment: @unchecked Sendable {
         return (segment, cut)
     }
 
-    private func noteRecord(at position: Int64, size recordSize: Int) {
-        if count % Segment.indexStride == 0 {
+    /// Counts a batch of `count` messages at file position `position`, the first with offset `base + count`.
+    ///
+    /// A batch is indexed when it starts `indexStride` messages or more after the last indexed one, and also
+    /// when it or the batch before it holds that many: then the batches of large writes are all indexed, a
+    /// small one that ends a write included, and read whole (see Segment+WholeBatches.swift), while the
+    /// index still has at most about two entries per `indexStride` messages.
+    private func noteBatch(at position: Int64, count batchCount: Int, size batchSize: Int) {
+        let stride = Int(Segment.indexStride)
+        if indexOffsets.isEmpty || batchCount >= stride || lastBatchCount >= stride
+            || base + count - indexOffsets[indexOffsets.count - 1] >= Segment.indexStride {
             indexOffsets.append(base + count)
             indexPositions.append(position)
+            indexCounts.append(batchCount)
         }
-        count += 1
-        size = position + Int64(recordSize)
+        count += Int64(batchCount)
+        size = position + Int64(batchSize)
+        lastBatchCount = batchCount
     }
 
-    /// Appends already encoded records. On a failed or short write the file is cut back, so a record is
+    /// Appends already encoded batches. On a failed or short write the file is cut back, so a batch is
     /// either wholly there or not at all.
-    func append(encoded: [UInt8], recordSizes: [Int]) throws {
+    func append(_ encoded: BatchFormat.Encoded) throws {
         let start = size
-        var written = 0
+        let batchesAt = start == 0 ? Int64(BatchFormat.fileHeaderSize) : start
         try withDescriptor { fd in
             files.wrote(file)
-            try encoded.withUnsafeBytes { raw in
-                while written < raw.count {
-                    do {
-                        written += try systemCall("write \(path)") {
-                            pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(start) + off_t(written))
-                        }
-                    } catch {
-                        _ = ftruncate(fd, off_t(start))
-                        throw error
-                    }
-                }
+            do {
+                if start == 0 { try writeBytes(fd, BatchFormat.fileHeader, at: 0, path: path) }
+                try writeBytes(fd, encoded.bytes, at: batchesAt, path: path)
+            } catch {
+                _ = ftruncate(fd, off_t(start))
+                throw error
             }
         }
-        var position = start
-        for s in recordSizes {
-            noteRecord(at: position, size: s)
-            position += Int64(s)
+        var position = batchesAt
+        for batch in encoded.batches {
+            noteBatch(at: position, count: batch.count, size: batch.size)
+            position += Int64(batch.size)
         }
     }
 
@@ -127,10 +160,10 @@ final class Segment: @unchecked Sendable {
         }
     }
 
-    /// The position of the last indexed record at or before `offset`.
+    /// The first offset and file position of the last indexed batch at or before `offset`.
     func indexed(atOrBefore offset: Int64) -> (offset: Int64, position: Int64) {
         var lo = 0, hi = indexOffsets.count - 1
-        if hi < 0 || offset < indexOffsets[0] { return (base, 0) }
+        if hi < 0 || offset < indexOffsets[0] { return (base, Int64(BatchFormat.fileHeaderSize)) }
         while lo < hi {
             let mid = (lo + hi + 1) / 2
             if indexOffsets[mid] <= offset { lo = mid } else { hi = mid - 1 }
@@ -138,104 +171,110 @@ final class Segment: @unchecked Sendable {
         return (indexOffsets[lo], indexPositions[lo])
     }
 
-    /// Reads messages from `offset` on, starting the scan at a known (offset, position) at or before it.
-    /// `limit` is the segment size snapshot taken under the log's lock.
-    func read(from offset: Int64, scanFrom start: (offset: Int64, position: Int64), limit: Int64,
-              maxBytes: Int, maxPayload: Int) throws -> (messages: MessageBlock, next: Int64, position: Int64) {
-        try withDescriptor { fd in try read(fd: fd, from: offset, scanFrom: start, limit: limit, maxBytes: maxBytes, maxPayload: maxPayload) }
+    /// What a read found: messages from `from` on in one buffer, the offset after them, and the batch to
+    /// scan from for that offset.
+    struct Read {
+        var messages: MessageBlock
+        var next: Int64
+        var resume: (offset: Int64, position: Int64)
     }
 
-    private func read(fd: Int32, from offset: Int64, scanFrom start: (offset: Int64, position: Int64), limit: Int64,
-                      maxBytes: Int, maxPayload: Int) throws -> (messages: MessageBlock, next: Int64, position: Int64) {
-        var scanner = RecordScanner(fd: fd, limit: limit, maxPayload: maxPayload, position: start.position,
-                                    chunk: max(64 << 10, min(maxBytes, 1 << 20) + 4096))
-        var at = start.offset
-        var messages = MessageBlock()
-        var bytes = 0
-        var position = start.position
-        while bytes < maxBytes, let record = try scanner.next(appendingTo: &messages, when: at >= offset) {
-            if at >= offset { bytes += record.size - RecordFormat.headerSize + 1 }
-            at += 1
-            position = record.position + Int64(record.size)
+    /// Reads messages from `offset` on, about `maxBytes` of them, starting the scan at a batch at or before
+    /// it (its first offset and position). `limit` is the segment size snapshot taken under the log's lock.
+    /// The messages are handed out in the buffer the batches were read into, each followed by its newline.
+    func read(from offset: Int64, scanFrom start: (offset: Int64, position: Int64), limit: Int64, maxBytes: Int) throws -> Read {
+        try withDescriptor { fd in
+            var window = FileWindow(fd: fd, limit: limit, chunk: min(maxBytes, 1 << 20) + BatchFormat.batchBytes + (16 << 10), path: path)
+            var at = start.offset, position = start.position
+            var ranges: [Range<Int>] = []
+            var bytes = 0
+            var result = Read(messages: MessageBlock(), next: offset, resume: start)
+            while position < limit && bytes < maxBytes {
+                // Messages taken lie in the window's buffer: stop at a batch beyond it rather than read again.
+                if !ranges.isEmpty && !window.holds(position, BatchFormat.fixedHeaderSize) { break }
+                guard try window.load(position, BatchFormat.fixedHeaderSize),
+                      let header = window.withBytes(at: position, { raw, at in BatchFormat.header(raw, at: at) }),
+                      header.count > 0, header.firstOffset == at, position + Int64(header.size) <= limit else {
+                    throw PipeError.io("\(path) no longer holds the batch checked at byte \(position)")
+                }
+                if at + Int64(header.count) <= offset {
+                    at += Int64(header.count)
+                    position += Int64(header.size)
+                    result.resume = (at, position)
+                    continue
+                }
+                if !ranges.isEmpty && !window.holds(position, header.size) { break }
+                guard try window.load(position, header.size) else {
+                    throw PipeError.io("\(path) no longer holds the batch checked at byte \(position)")
+                }
+                let taken: Int? = window.withBytes(at: position) { raw, batchAt in
+                    var framed = batchAt + header.headerSize
+                    let end = batchAt + header.size
+                    for i in 0..<header.count {
+                        let length = BatchFormat.Header.length(raw, at: batchAt, message: i)
+                        // Lengths that pass the batch's end: the file changed since it was checked.
+                        guard framed + length < end else { return nil }
+                        if at + Int64(i) >= offset {
+                            ranges.append(framed..<(framed + length))
+                            bytes += length + 1
+                            if bytes >= maxBytes { return i + 1 }
+                        }
+                        framed += length + 1
+                    }
+                    return header.count
+                }
+                guard let taken else { throw PipeError.io("\(path) no longer holds the batch checked at byte \(position)") }
+                result.next = at + Int64(taken)
+                if taken < header.count {
+                    result.resume = (at, position)
+                    break
+                }
+                at += Int64(header.count)
+                position += Int64(header.size)
+                result.resume = (at, position)
+            }
+            if !ranges.isEmpty { result.messages = MessageBlock(framedIn: window.buffer, ranges: ranges) }
+            return result
         }
-        if scanner.sawCorruption && messages.isEmpty && at < base + count {
-            throw PipeError.io("corrupt record in \(path) at byte \(position)")
-        }
-        return (messages, at, position)
     }
 }
 
-/// Reads records sequentially from a file in large chunks, checking each checksum.
-struct RecordScanner {
+/// A window of a file read in large chunks: the bytes at a position are read once and parsed in place.
+struct FileWindow {
     let fd: Int32
+    /// The end of the bytes that may be read (the file's size, or a segment size snapshot).
     let limit: Int64
-    let maxPayload: Int
     let chunk: Int
-    private var buffer: [UInt8] = []
-    private var bufferPosition: Int64
-    private var cursor = 0
-    private(set) var sawCorruption = false
+    let path: String
+    private(set) var buffer: [UInt8] = []
+    private var start: Int64 = 0
 
-    init(fd: Int32, limit: Int64, maxPayload: Int, position: Int64 = 0, chunk: Int = 1 << 20) {
+    init(fd: Int32, limit: Int64, chunk: Int, path: String) {
         self.fd = fd
         self.limit = limit
-        self.maxPayload = maxPayload
         self.chunk = chunk
-        self.bufferPosition = position
+        self.path = path
     }
 
-    struct Record {
-        var position: Int64
-        var size: Int
+    /// Whether the buffer holds the `count` bytes at `position`.
+    func holds(_ position: Int64, _ count: Int) -> Bool {
+        position >= start && position + Int64(count) <= start + Int64(buffer.count)
     }
 
-    /// The next valid record, or nil at the end or at the first invalid one.
-    mutating func next() throws -> Record? {
-        var unused = MessageBlock()
-        return try next(appendingTo: &unused, when: false)
+    /// Makes the `count` bytes at `position` available, reading a chunk from there if the buffer lacks
+    /// them. False when they pass the limit or the file ends before them.
+    mutating func load(_ position: Int64, _ count: Int) throws -> Bool {
+        if position + Int64(count) > limit { return false }
+        if holds(position, count) { return true }
+        let toRead = Int(min(limit - position, Int64(max(chunk, count))))
+        buffer = try readBytes(fd, count: toRead, at: position, path: path)
+        start = position
+        return buffer.count >= count
     }
 
-    /// The next valid record; its payload is appended to `block` when `copy` is true.
-    mutating func next(appendingTo block: inout MessageBlock, when copy: Bool) throws -> Record? {
-        while true {
-            // Parsed and copied in place: a slice of the buffer per record would cost a retain and a release.
-            let parsed = buffer.withUnsafeBytes { raw in
-                let parsed = RecordFormat.parse(raw, at: cursor, maxPayload: maxPayload)
-                if copy, case .record(let payload, _) = parsed { block.append(UnsafeRawBufferPointer(rebasing: raw[payload])) }
-                return parsed
-            }
-            switch parsed {
-            case .record(_, let size):
-                let position = bufferPosition + Int64(cursor)
-                cursor += size
-                return Record(position: position, size: size)
-            case .corrupt:
-                sawCorruption = true
-                return nil
-            case .incomplete(let needed):
-                let here = bufferPosition + Int64(cursor)
-                if here >= limit { return nil }
-                let remaining = buffer.count - cursor
-                let want = max(chunk, needed ?? 0, RecordFormat.headerSize)
-                let toRead = Int(min(Int64(want), limit - here))
-                if toRead <= remaining { sawCorruption = remaining > 0; return nil }
-                // Read straight into new storage, not zero-filled first.
-                let fd = self.fd
-                let fresh = try [UInt8](unsafeUninitializedCapacity: toRead) { raw, initialized in
-                    var done = 0
-                    while done < toRead {
-                        let n = try systemCall("read segment") { pread(fd, raw.baseAddress! + done, toRead - done, off_t(here) + off_t(done)) }
-                        if n == 0 { break }
-                        done += n
-                    }
-                    initialized = done
-                }
-                if fresh.count <= remaining { sawCorruption = remaining > 0; return nil }
-                buffer = fresh
-                bufferPosition = here
-                cursor = 0
-            }
-        }
+    /// Runs `body` with the buffer and the index in it of file position `position` (which `load` made
+    /// available).
+    func withBytes<T>(at position: Int64, _ body: (UnsafeRawBufferPointer, Int) throws -> T) rethrows -> T {
+        try buffer.withUnsafeBytes { raw in try body(raw, Int(position - start)) }
     }
 }
-

@@ -38,3 +38,27 @@ func directoryEntries(_ path: String) throws -> [String] {
     }
     return names
 }
+
+/// Reads up to `count` bytes of `fd` at `position` (fewer where the file ends) straight into new storage,
+/// not zero-filled first.
+func readBytes(_ fd: Int32, count: Int, at position: Int64, path: String) throws -> [UInt8] {
+    try [UInt8](unsafeUninitializedCapacity: count) { raw, initialized in
+        var done = 0
+        while done < count {
+            let n = try systemCall("read \(path)") { pread(fd, raw.baseAddress! + done, count - done, off_t(position) + off_t(done)) }
+            if n == 0 { break }
+            done += n
+        }
+        initialized = done
+    }
+}
+
+/// Writes all of `bytes` to `fd` at `position`.
+func writeBytes(_ fd: Int32, _ bytes: [UInt8], at position: Int64, path: String) throws {
+    try bytes.withUnsafeBytes { raw in
+        var done = 0
+        while done < raw.count {
+            done += try systemCall("write \(path)") { pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(position) + off_t(done)) }
+        }
+    }
+}

@@ -8,6 +8,9 @@ private struct FakePipe {
     var oldest: Int64 = 0
     var messages: [[UInt8]]
     var fetches: [(from: Int64, maxBytes: Int)] = []
+    /// Whether fetches hand out framed blocks, as the embedded store does: each message with its newline in
+    /// the buffer, with other bytes (a batch header) between some of them.
+    var framed = false
 
     var end: Int64 { oldest + Int64(messages.count) }
 
@@ -23,7 +26,15 @@ private struct FakePipe {
             bytes += messages[i].count + 1
             i += 1
         }
-        return MessageBatch(first: first, messages: out)
+        guard framed else { return MessageBatch(first: first, messages: out) }
+        var buffer: [UInt8] = [0xEE, 0xEE]
+        var ranges: [Range<Int>] = []
+        for (k, message) in out.enumerated() {
+            if (Int(first) + k) % 3 == 0 { buffer += [0xEE, 0xEE, 0xEE] }
+            ranges.append(buffer.count..<(buffer.count + message.count))
+            buffer += message + [0x0A]
+        }
+        return MessageBatch(first: first, block: MessageBlock(framedIn: buffer, ranges: ranges))
     }
 }
 
@@ -141,6 +152,21 @@ final class ReadCursorTests: XCTestCase {
         XCTAssertEqual(cursor.fill(capacity: 10) { pipe.fetch($0, $1) }, bytes("g\n"))
     }
 
+    /// Fills in random buffer sizes until a fill is empty, checking none exceeds its capacity; nil (after a
+    /// failure) if the cursor makes no progress.
+    private func drain(_ cursor: inout ReadCursor, _ pipe: inout FakePipe, using rng: inout SplitMix64) -> [UInt8]? {
+        var out: [UInt8] = []
+        for _ in 0..<10_000 {
+            let capacity = Int.random(in: 1...40, using: &rng)
+            let chunk = cursor.fill(capacity: capacity) { pipe.fetch($0, $1) }
+            XCTAssertLessThanOrEqual(chunk.count, capacity)
+            if chunk.isEmpty { return out }
+            out += chunk
+        }
+        XCTFail("no progress")
+        return nil
+    }
+
     /// Property: for random messages and random buffer sizes, the concatenated output of fills until an empty
     /// one is every message followed by a newline, and no fill exceeds its capacity.
     func testRandomCapacitiesReassembleTheStream() {
@@ -152,22 +178,32 @@ final class ReadCursorTests: XCTestCase {
             let oldest = Int64.random(in: 0...5, using: &rng)
             var pipe = FakePipe(oldest: oldest, messages: messages)
             var cursor = ReadCursor(offset: 0)
-            var out: [UInt8] = []
-            var fills = 0
-            while true {
-                let capacity = Int.random(in: 1...40, using: &rng)
-                let chunk = cursor.fill(capacity: capacity) { pipe.fetch($0, $1) }
-                XCTAssertLessThanOrEqual(chunk.count, capacity)
-                if chunk.isEmpty { break }
-                out += chunk
-                fills += 1
-                if fills > 10_000 { XCTFail("no progress"); return }
-            }
+            guard let out = drain(&cursor, &pipe, using: &rng) else { return }
             let expected: [UInt8] = messages.flatMap { $0 + [0x0A] }
             XCTAssertEqual(out, expected, "iteration \(iteration)")
             XCTAssertEqual(cursor.offset, messages.isEmpty ? 0 : pipe.end)
             XCTAssertFalse(cursor.hasCarry)
             if out != expected { return }
+        }
+    }
+
+    /// Property: framed blocks (as the embedded store hands out, copied a run of messages at a time) give the
+    /// same bytes as blocks of separate messages, for random buffer sizes and from random positions.
+    func testFramedBlocksGiveTheSameStream() {
+        var rng = SplitMix64(seed: 0xF4A3ED)
+        for iteration in 0..<300 {
+            let messages: [[UInt8]] = (0..<Int.random(in: 1...15, using: &rng)).map { _ in
+                (0..<Int.random(in: 0...30, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            }
+            let stream: [UInt8] = messages.flatMap { $0 + [0x0A] }
+            let skip = Int.random(in: 0...stream.count, using: &rng)
+            var pipe = FakePipe(messages: messages, framed: true)
+            var cursor = ReadCursor(offset: 0)
+            cursor.seek(to: 0, skip: Int64(skip))
+            guard let out = drain(&cursor, &pipe, using: &rng) else { return }
+            XCTAssertEqual(out, Array(stream[skip...]), "iteration \(iteration), from byte \(skip)")
+            XCTAssertEqual(cursor.offset, pipe.end)
+            if out != Array(stream[skip...]) { return }
         }
     }
 }

@@ -131,6 +131,11 @@ class StoreTestCase: XCTestCase {
             .sorted { $0.base < $1.base }
     }
 
+    /// The bytes a batch of `messages` takes in a segment file.
+    func batchSize(_ messages: ArraySlice<[UInt8]>) -> Int {
+        BatchFormat.headerSize(count: messages.count) + messages.reduce(0) { $0 + $1.count + 1 }
+    }
+
     func fileSize(_ path: String) throws -> Int {
         (try FileManager.default.attributesOfItem(atPath: path)[.size] as! NSNumber).intValue
     }
