@@ -82,20 +82,17 @@ public enum Readiness: Equatable, Sendable {
 /// One pipe as seen by its open handles.
 public protocol PipeLog: AnyObject, Sendable {
     var name: PipeName { get }
-    /// The oldest offset still readable and the offset the next push will get.
-    func bounds() -> (oldest: Int64, end: Int64)
     var isRemoved: Bool { get }
-
-    /// Returns messages from `offset` on, about `maxBytes` in total but at least one if any is there. Never
-    /// blocks: with nothing there it returns `.nothing` (a backend that must fetch remotely starts fetching
-    /// and tells observers when data arrives).
-    func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched
 
     /// How many partitions (separately ordered parts) the pipe has: 1 for the embedded store and for topics
     /// dnpipes makes; a Kafka topic made elsewhere may have more, and may gain more. Offsets, bounds and
-    /// fetches are per partition; `bounds()` and `fetch(from:maxBytes:)` are those of partition 0.
+    /// fetches are per partition; a partition at or past the count is empty.
     var partitionCount: Int { get }
+    /// The partition's oldest offset still readable and the offset the next push to it will get.
     func bounds(partition: Int) -> (oldest: Int64, end: Int64)
+    /// Returns the partition's messages from `offset` on, about `maxBytes` in total but at least one if any
+    /// is there. Never blocks: with nothing there it returns `.nothing` (a backend that must fetch remotely
+    /// starts fetching and tells observers when data arrives).
     func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched
 
     /// Brings `bounds()` up to date with pushes and resets made elsewhere (other hosts) before a reader
@@ -157,13 +154,11 @@ extension PipeWriter {
 extension PipeLog {
     /// A store that keeps one order per pipe.
     public var partitionCount: Int { 1 }
-    public func bounds(partition: Int) -> (oldest: Int64, end: Int64) {
-        precondition(partition == 0, "pipe \(name) has one partition")
-        return bounds()
-    }
-    public func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched {
-        precondition(partition == 0, "pipe \(name) has one partition")
-        return try fetch(from: offset, maxBytes: maxBytes)
+    /// Partition 0's bounds: the pipe's own, for every pipe dnpipes makes.
+    public func bounds() -> (oldest: Int64, end: Int64) { bounds(partition: 0) }
+    /// Partition 0's messages.
+    public func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
+        try fetch(partition: 0, from: offset, maxBytes: maxBytes)
     }
 
     /// A store without a cheaper way finds out by fetching one message.

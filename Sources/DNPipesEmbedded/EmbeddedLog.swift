@@ -146,7 +146,9 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     // MARK: PipeLog
 
-    func bounds() -> (oldest: Int64, end: Int64) {
+    /// One partition: any other is empty.
+    func bounds(partition: Int) -> (oldest: Int64, end: Int64) {
+        guard partition == 0 else { return (0, 0) }
         lock.lock(); defer { lock.unlock() }
         return (oldestKept(), end)
     }
@@ -158,6 +160,7 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
 
     /// Every offset from the start to the end holds a message: no need to read one to know.
     func readiness(partition: Int, from offset: Int64) -> Readiness {
+        guard partition == 0 else { return .nothing }
         lock.lock(); defer { lock.unlock() }
         if removed { return .removed }
         let from = max(offset, oldestKept())
@@ -174,7 +177,8 @@ final class EmbeddedLog: PipeLog, @unchecked Sendable {
         return index.anchor(atOrBefore: byte)
     }
 
-    func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
+    func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched {
+        guard partition == 0 else { return .nothing }
         var from = offset
         while true {
             lock.lock()

@@ -78,8 +78,6 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         return streams.count
     }
 
-    func bounds() -> (oldest: Int64, end: Int64) { bounds(partition: 0) }
-
     func bounds(partition: Int) -> (oldest: Int64, end: Int64) {
         stream(partition)?.bounds() ?? (0, 0)
     }
@@ -114,10 +112,6 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         let all = partitionStreams
         guard all.count == 1 else { return nil }
         return all[0].streamAnchor(atOrBefore: byte)
-    }
-
-    func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
-        try fetch(partition: 0, from: offset, maxBytes: maxBytes)
     }
 
     func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched {

@@ -20,13 +20,11 @@ private final class PartitionedLog: PipeLog, @unchecked Sendable {
     func append(_ message: String, to partition: Int) { partitions[partition].messages.append(Array(message.utf8)) }
 
     var partitionCount: Int { partitions.count }
-    func bounds() -> (oldest: Int64, end: Int64) { bounds(partition: 0) }
     func bounds(partition: Int) -> (oldest: Int64, end: Int64) {
         let p = partitions[partition]
         return (p.oldest, p.oldest + Int64(p.messages.count))
     }
     var isRemoved: Bool { removed }
-    func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched { try fetch(partition: 0, from: offset, maxBytes: maxBytes) }
     func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched {
         if removed { return .removed }
         let p = partitions[partition]

@@ -22,9 +22,9 @@ private final class CountingLog: PipeLog, @unchecked Sendable {
         }
     }
 
-    func bounds() -> (oldest: Int64, end: Int64) { (oldest, oldest + Int64(messages.count)) }
+    func bounds(partition: Int) -> (oldest: Int64, end: Int64) { (oldest, oldest + Int64(messages.count)) }
     var isRemoved: Bool { false }
-    func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
+    func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched {
         fetches += 1
         if failNext { failNext = false; throw PipeError.io("corrupt record") }
         let first = max(offset, oldest)

@@ -81,7 +81,10 @@ public final class InMemoryLog: PipeLog, Sendable {
         queue = DispatchQueue(label: "dnpipes.in-memory.\(name)")
     }
 
-    public func bounds() -> (oldest: Int64, end: Int64) { state.withLock { ($0.oldest, $0.end) } }
+    /// One partition: any other is empty.
+    public func bounds(partition: Int) -> (oldest: Int64, end: Int64) {
+        partition == 0 ? state.withLock { ($0.oldest, $0.end) } : (0, 0)
+    }
 
     public var isRemoved: Bool { state.withLock { $0.removed } }
 
@@ -90,8 +93,9 @@ public final class InMemoryLog: PipeLog, Sendable {
         queue.asyncAfter(deadline: .now() + synchronizeDelay, execute: completion)
     }
 
-    public func fetch(from offset: Int64, maxBytes: Int) throws -> Fetched {
-        state.withLock { state in
+    public func fetch(partition: Int, from offset: Int64, maxBytes: Int) throws -> Fetched {
+        guard partition == 0 else { return .nothing }
+        return state.withLock { state in
             if state.removed { return .removed }
             let from = max(offset, state.oldest)
             guard from < state.end else { return .nothing }
