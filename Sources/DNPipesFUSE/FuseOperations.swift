@@ -25,12 +25,14 @@ func changes(_ attr: Glibc.stat, _ toSet: Int32) -> AttributeChanges {
     func time(_ set: Int32, _ now: Int32) -> AttributeChanges.Time? {
         toSet & set == 0 ? nil : (toSet & now != 0 ? .now : .given)
     }
-    return AttributeChanges(mode: toSet & FUSE_SET_ATTR_MODE != 0 ? attr.st_mode : nil,
-                            uid: toSet & FUSE_SET_ATTR_UID != 0 ? attr.st_uid : nil,
-                            gid: toSet & FUSE_SET_ATTR_GID != 0 ? attr.st_gid : nil,
-                            size: toSet & FUSE_SET_ATTR_SIZE != 0 ? Int64(attr.st_size) : nil,
-                            accessTime: time(FUSE_SET_ATTR_ATIME, FUSE_SET_ATTR_ATIME_NOW),
-                            modificationTime: time(FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_MTIME_NOW))
+    var changes = AttributeChanges()
+    if toSet & FUSE_SET_ATTR_MODE != 0 { changes.mode = attr.st_mode }
+    if toSet & FUSE_SET_ATTR_UID != 0 { changes.uid = attr.st_uid }
+    if toSet & FUSE_SET_ATTR_GID != 0 { changes.gid = attr.st_gid }
+    if toSet & FUSE_SET_ATTR_SIZE != 0 { changes.size = Int64(attr.st_size) }
+    changes.accessTime = time(FUSE_SET_ATTR_ATIME, FUSE_SET_ATTR_ATIME_NOW)
+    changes.modificationTime = time(FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_MTIME_NOW)
+    return changes
 }
 
 func makeOperations() -> fuse_lowlevel_ops {

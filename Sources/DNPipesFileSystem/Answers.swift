@@ -80,20 +80,13 @@ public enum AttributeValue: Sendable, Equatable {
 public struct AttributeChanges: Sendable, Equatable {
     /// A time to set: the current one (`touch`), or one the caller gives (`touch -d`).
     public enum Time: Sendable, Equatable { case now, given }
-    public var mode: mode_t?
-    public var uid: uid_t?
-    public var gid: gid_t?
-    public var size: Int64?
-    public var accessTime: Time?
-    public var modificationTime: Time?
+    public var mode: mode_t? = nil
+    public var uid: uid_t? = nil
+    public var gid: gid_t? = nil
+    public var size: Int64? = nil
+    public var accessTime: Time? = nil
+    public var modificationTime: Time? = nil
 
-    public init(mode: mode_t? = nil, uid: uid_t? = nil, gid: gid_t? = nil, size: Int64? = nil,
-                accessTime: Time? = nil, modificationTime: Time? = nil) {
-        self.mode = mode
-        self.uid = uid
-        self.gid = gid
-        self.size = size
-        self.accessTime = accessTime
-        self.modificationTime = modificationTime
-    }
+    /// Nothing changed; set the fields that count.
+    public init() {}
 }

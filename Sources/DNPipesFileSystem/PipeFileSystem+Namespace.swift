@@ -138,12 +138,8 @@ extension PipeFileSystem {
                 } else {
                     pending.send(pipeAttributes(pipe, view: .pipe))
                 }
-            } catch PipeError.invalidName(let why) {
-                logger.warning("pipe name '\(pipe)' refused (EINVAL): \(why)")
-                pending.fail(EINVAL)
             } catch {
-                logger.error("creating pipe \(pipe) failed: \(error)")
-                pending.fail(EIO)
+                failed(pending, error, "creating", pipe)
             }
         }
     }

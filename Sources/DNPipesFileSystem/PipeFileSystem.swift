@@ -65,6 +65,16 @@ public final class PipeFileSystem: Sendable {
     /// is answered EINTR (from a queue: the caller may hold a lock of its own).
     public func interrupted(token: UInt64) { interrupts.interrupted(token) }
 
+    /// The store could not make or open pipe `name`: a name it refuses is EINVAL, anything else EIO.
+    func failed<Answer>(_ pending: PendingReply<Answer>, _ error: Error, _ doing: String, _ name: PipeName) {
+        if case PipeError.invalidName(let why) = error {
+            logger.warning("pipe name '\(name)' refused (EINVAL): \(why)")
+            return pending.fail(EINVAL)
+        }
+        logger.error("\(doing) pipe \(name) failed: \(error)")
+        pending.fail(EIO)
+    }
+
     func refuse<Answer>(_ reply: Reply<Answer>, _ code: Int32, _ message: @autoclosure () -> String) {
         logger.notice("\(message()) (\(String(cString: strerror(code))))")
         reply.fail(code)
@@ -137,12 +147,8 @@ public final class PipeFileSystem: Sendable {
                 }
                 // A reader starts from the pipe as it is everywhere, not only as this host last saw it.
                 if flags & O_ACCMODE != O_WRONLY { log.synchronize(completion: reply) } else { reply() }
-            } catch PipeError.invalidName(let why) {
-                logger.warning("pipe name '\(name)' refused (EINVAL): \(why)")
-                pending.fail(EINVAL)
             } catch {
-                logger.error("opening pipe \(name) failed: \(error)")
-                pending.fail(EIO)
+                failed(pending, error, "opening", name)
             }
         }
     }

@@ -18,6 +18,8 @@ class FileSystemTestCase: XCTestCase {
     private var misusesBefore = (dropped: 0, twice: 0)
     /// The kernel's file position of each handle: reads and writes move it as read(2) and write(2) do.
     private var positions: [UInt64: Int64] = [:]
+    /// Removed at tear-down.
+    private var directories: [String] = []
 
     static let logger: Logger = {
         var logger = Logger(label: "dnpipes.tests")
@@ -39,10 +41,19 @@ class FileSystemTestCase: XCTestCase {
     override func tearDown() {
         shutDown()
         positions = [:]
+        for directory in directories { try? FileManager.default.removeItem(atPath: directory) }
+        directories = []
         let misuses = ReplyAudit.misuses
         XCTAssertEqual(misuses.dropped, misusesBefore.dropped, "a reply token was dropped unanswered")
         XCTAssertEqual(misuses.twice, misusesBefore.twice, "a reply token was answered twice")
         super.tearDown()
+    }
+
+    /// A fresh directory, removed at tear-down.
+    func temporaryDirectory() throws -> String {
+        let directory = try makeTemporaryDirectory(prefix: "dnpipes-fs")
+        directories.append(directory)
+        return directory
     }
 
     /// Shuts the store down and lets the filesystem and the store go (an embedded store's directory lock
@@ -70,6 +81,12 @@ class FileSystemTestCase: XCTestCase {
         let made = request { fs.mknod($0, parent: Inodes.root, name: EntryName(name), mode: S_IFIFO | 0o644) }
         XCTAssertNotNil(made.answer(file: file, line: line), "mkfifo \(name)", file: file, line: line)
         return lookUp(name, file: file, line: line)
+    }
+
+    /// Makes pipe `name` and opens a writer and a reader on it.
+    func pipeWithWriterAndReader(_ name: String = "jobs") -> (ino: UInt64, w: UInt64, r: UInt64) {
+        let ino = makePipe(name)
+        return (ino, open(ino, O_WRONLY), open(ino, O_RDONLY))
     }
 
     func lookUp(_ name: String, in parent: UInt64 = Inodes.root, file: StaticString = #filePath, line: UInt = #line) -> UInt64 {
@@ -138,21 +155,11 @@ class FileSystemTestCase: XCTestCase {
 
 /// The same tests on the embedded store, in a fresh data directory per test.
 final class EmbeddedFileSystemTests: FileSystemTests {
-    private var root: String?
+    private var data = ""
 
     override func makeStore() throws -> PipeStore {
-        var template = Array((NSTemporaryDirectory() + "/dnpipes-fs-XXXXXX").utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
-        }
-        root = String(cString: made)
-        return try EmbeddedStore(directory: root! + "/data", logger: Self.logger)
-    }
-
-    override func tearDown() {
-        super.tearDown()
-        if let root { try? FileManager.default.removeItem(atPath: root) }
-        root = nil
+        data = try temporaryDirectory() + "/data"
+        return try EmbeddedStore(directory: data, logger: Self.logger)
     }
 
     /// What a close reported durable is there for the next daemon on the same data directory.
@@ -161,7 +168,7 @@ final class EmbeddedFileSystemTests: FileSystemTests {
         written(w, "kept\nlast line")
         XCTAssertTrue(isOK(close(w)))
         shutDown()
-        let next = try EmbeddedStore(directory: try XCTUnwrap(root) + "/data", logger: Self.logger)
+        let next = try EmbeddedStore(directory: data, logger: Self.logger)
         defer { next.shutdown() }
         let filesystem = PipeFileSystem(store: next, options: .init(), logger: Self.logger)
         let ino = try XCTUnwrap(request { filesystem.lookup($0, parent: Inodes.root, name: "jobs") }.answer()).ino

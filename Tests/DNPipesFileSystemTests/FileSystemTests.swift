@@ -10,9 +10,7 @@ import Glibc
 /// `EmbeddedFileSystemTests`, the embedded store). What only a kernel shows stays in MountTests.
 class FileSystemTests: FileSystemTestCase {
     func testAReadGetsWhatWasWrittenAndAReadAtTheEndWaitsForAPush() {
-        let ino = makePipe("jobs")
-        let w = open(ino, O_WRONLY)
-        let r = open(ino, O_RDONLY)
+        let (_, w, r) = pipeWithWriterAndReader()
         written(w, "one\ntwo\n")
         XCTAssertEqual(readText(r, count: 8), "one\ntwo\n")
         let parked = read(r)
@@ -25,9 +23,7 @@ class FileSystemTests: FileSystemTestCase {
     }
 
     func testAHandleRefusesTheDirectionItWasNotOpenedFor() {
-        let ino = makePipe("jobs")
-        let w = open(ino, O_WRONLY)
-        let r = open(ino, O_RDONLY)
+        let (_, w, r) = pipeWithWriterAndReader()
         XCTAssertEqual(read(w).error(), EBADF)
         XCTAssertEqual(write(r, "x\n").error(), EBADF)
         XCTAssertEqual(request { fs.open($0, ino: lookUp("jobs", in: Inodes.drainDirectory), flags: O_WRONLY) }.error(), EACCES)
@@ -86,9 +82,7 @@ class FileSystemTests: FileSystemTestCase {
     }
 
     func testAnInterruptAnswersAParkedReadWithEINTROnce() throws {
-        let ino = makePipe("jobs")
-        let w = open(ino, O_WRONLY)
-        let r = open(ino, O_RDONLY)
+        let (_, w, r) = pipeWithWriterAndReader()
         let parked = read(r)
         XCTAssertTrue(parked.isPending())
         let token = try XCTUnwrap(parked.interruptToken, "a parked read arms its interrupt")
@@ -106,9 +100,7 @@ class FileSystemTests: FileSystemTestCase {
     /// A push and an interrupt of the read it answers, at once, many times: each read is answered once,
     /// with the message or with EINTR (and then the next read gets the message).
     func testAnInterruptRacingAPushAnswersTheReadOnce() throws {
-        let ino = makePipe("jobs")
-        let w = open(ino, O_WRONLY)
-        let r = open(ino, O_RDONLY)
+        let (_, w, r) = pipeWithWriterAndReader()
         let filesystem: PipeFileSystem = fs
         var interrupted = 0
         for i in 0..<100 {
@@ -175,20 +167,18 @@ class FileSystemTests: FileSystemTestCase {
     /// `truncate -s 0`: a reader midway goes on in the new stream (its waiting read gets the first new
     /// message), and a reader opened after the reset starts at it.
     func testAResetIsSeenByAReader() {
-        let ino = makePipe("jobs")
-        let w = open(ino, O_WRONLY)
-        let r = open(ino, O_RDONLY)
+        let (ino, w, r) = pipeWithWriterAndReader()
         written(w, "old1\nold2\n")
         XCTAssertEqual(readText(r, count: 10), "old1\nold2\n")
         let parked = read(r)
-        let reset = request { fs.setattr($0, ino: ino, changes: AttributeChanges(size: 0)) }
+        let reset = request { fs.setattr($0, ino: ino, changes: truncation(to: 0)) }
         XCTAssertEqual(reset.answer()?.size, 0)
         XCTAssertTrue(parked.isPending(), "a reset alone gives a reader nothing")
         written(w, "new\n")
         XCTAssertEqual(taken(r, parked), "new\n")
         let late = open(ino, O_RDONLY)
         XCTAssertEqual(readText(late, count: 4), "new\n")
-        XCTAssertEqual(request { fs.setattr($0, ino: ino, changes: AttributeChanges(size: 3)) }.error(), EINVAL)
+        XCTAssertEqual(request { fs.setattr($0, ino: ino, changes: truncation(to: 3)) }.error(), EINVAL)
         _ = close(w)
         _ = close(r)
         _ = close(late)
@@ -196,9 +186,7 @@ class FileSystemTests: FileSystemTestCase {
 
     /// A poll of a handle with nothing to read keeps its waiter and tells it once a push comes.
     func testAPollerIsToldOfAPush() {
-        let ino = makePipe("jobs")
-        let w = open(ino, O_WRONLY)
-        let r = open(ino, O_RDONLY)
+        let (_, w, r) = pipeWithWriterAndReader()
         let waiter = RecordingPollWaiter()
         XCTAssertEqual(request { fs.poll($0, fh: r, waiter: waiter) }.answer(), 0)
         written(w, "x\n")
@@ -209,5 +197,12 @@ class FileSystemTests: FileSystemTestCase {
         XCTAssertEqual(waiter.discarded, 0)
         _ = close(w)
         _ = close(r)
+    }
+
+    /// `truncate -s SIZE`.
+    private func truncation(to size: Int64) -> AttributeChanges {
+        var changes = AttributeChanges()
+        changes.size = size
+        return changes
     }
 }
