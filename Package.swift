@@ -38,14 +38,20 @@ let package = Package(
             "CRdKafka", "DNPipesCore", .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
-        // The kernel interface: serves a PipeStore as a FUSE filesystem.
+        // The filesystem's semantics: a PipeStore served as a directory of pipes, its operations taking plain
+        // values and answering through reply tokens. Knows nothing of the kernel's interface.
+        .target(name: "DNPipesFileSystem", dependencies: [
+            "DNPipesCore", .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+        ]),
+        // The kernel interface: libfuse's callbacks and replies over DNPipesFileSystem.
         .target(name: "DNPipesFUSE", dependencies: [
-            "CFuse", "DNPipesCore", .product(name: "Logging", package: "swift-log"),
+            "CFuse", "DNPipesCore", "DNPipesFileSystem", .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The command line.
         .executableTarget(name: "dnpipes", dependencies: [
-            "DNPipesCore", "DNPipesEmbedded", "DNPipesKafka", "DNPipesFUSE",
+            "DNPipesCore", "DNPipesEmbedded", "DNPipesKafka", "DNPipesFileSystem", "DNPipesFUSE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -80,6 +86,12 @@ let package = Package(
         // (a real tansu broker): pipes, writers, observers, resets, removal, stream positions, consumer groups.
         .testTarget(name: "PipeStoreContractTests", dependencies: [
             "DNPipesCore", "DNPipesEmbedded", "DNPipesKafka", "DNPipesTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The filesystem's semantics in-process, without a kernel: its operations called with reply tokens
+        // that record their answers, on the in-memory store and the embedded store.
+        .testTarget(name: "DNPipesFileSystemTests", dependencies: [
+            "DNPipesFileSystem", "DNPipesCore", "DNPipesEmbedded", "DNPipesTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Drives the real binary on real FUSE mounts from a shell.

@@ -1,6 +1,7 @@
 import CFuse
 import Foundation
 import Logging
+import DNPipesFileSystem
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import DNPipesCore
 import DNPipesEmbedded
+import DNPipesFileSystem
 import DNPipesFUSE
 import DNPipesKafka
 #if canImport(Glibc)

@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
 import DNPipesCore
-import DNPipesFUSE
+import DNPipesFileSystem
 import Logging
 
 /// `dnpipes ls -l`: a line per pipe with what it retains, when it was last pushed to, its retention, and the

@@ -2,6 +2,7 @@ import CoreMetrics
 import Foundation
 import Logging
 import Prometheus
+import DNPipesFileSystem
 import DNPipesFUSE
 #if canImport(Glibc)
 import Glibc

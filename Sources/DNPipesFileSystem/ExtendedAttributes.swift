@@ -1,7 +1,9 @@
-import CFuse
 import Foundation
 import Logging
 import DNPipesCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A pipe's facts as extended attributes (`getfattr -d -m user.dnpipes PIPE`): what it retains now, who
 /// reads it here, and its retention, the one attribute that can be set.
@@ -41,65 +43,64 @@ extension PipeFileSystem {
     /// Answers a getxattr: from memory when the pipe's log is open and settled, else (a pipe not opened
     /// here yet, or Kafka counting its own acknowledged pushes) parked and answered from the work queue once
     /// the log has opened and settled, as `getattr` does.
-    func getxattr(_ request: Request, ino: UInt64, name rawName: UnsafePointer<CChar>, size: Int) {
+    /// `size` is the room the caller has (0: it asks for the length alone).
+    public func getxattr(_ reply: Reply<AttributeValue>, ino: UInt64, name: String, size: Int) {
         if case .member(let group, let pipe, _) = inodes.node(ino) {
-            return groupBacklog(request, group: group, pipe: pipe, name: String(cString: rawName), size: size)
+            return groupBacklog(reply, group: group, pipe: pipe, name: name, size: size)
         }
         guard case .pipe(let pipe, _) = inodes.node(ino) else {
-            return request.reply(error: inodes.node(ino) == nil ? ENOENT : ENODATA)
+            return reply.fail(inodes.node(ino) == nil ? ENOENT : ENODATA)
         }
-        guard let attribute = PipeAttribute(name: String(cString: rawName)) else { return request.reply(error: ENODATA) }
-        if attribute == .readers { return request.reply(xattr: "\(openReaders(of: pipe))", size: size) }
+        guard let attribute = PipeAttribute(name: name) else { return reply.fail(ENODATA) }
+        if attribute == .readers { return reply.finish(AttributeValue.fitting(Array("\(openReaders(of: pipe))".utf8), size: size)) }
         // A Kafka pipe's retention is read from the brokers as its stream starts, which settling does.
         if let log = store.openedLog(pipe), !log.isSettling {
-            return request.reply(xattr: value(of: attribute, pipe, log), size: size)
+            return reply.finish(AttributeValue.fitting(Array(value(of: attribute, pipe, log).utf8), size: size))
         }
-        let pending = PendingReply(request, interrupts: interrupts)
+        let pending = PendingReply(reply, interrupts: interrupts)
         work.async { [self] in
             do {
-                guard let log = try store.open(pipe) else { return pending.answer { $0.reply(error: ENOENT) } }
+                guard let log = try store.open(pipe) else { return pending.fail(ENOENT) }
                 log.settle {
                     let text = self.value(of: attribute, pipe, log)
-                    pending.answer { $0.reply(xattr: text, size: size) }
+                    pending.answer { $0.finish(AttributeValue.fitting(Array(text.utf8), size: size)) }
                 }
             } catch {
                 logger.error("opening pipe failed", metadata: ["pipe": "\(pipe)", "op": "getxattr", "error": "\(error)"])
-                pending.answer { $0.reply(error: EIO) }
+                pending.fail(EIO)
             }
         }
     }
 
-    func listxattr(_ request: Request, ino: UInt64, size: Int) {
+    public func listxattr(_ reply: Reply<AttributeValue>, ino: UInt64, size: Int) {
         switch inodes.node(ino) {
-        case .pipe: request.reply(xattrBytes: PipeAttribute.list, size: size)
-        case .member: request.reply(xattrBytes: GroupAttribute.list, size: size)
-        case nil: request.reply(error: ENOENT)
-        default: request.reply(xattrBytes: [], size: size)
+        case .pipe: reply.finish(AttributeValue.fitting(PipeAttribute.list, size: size))
+        case .member: reply.finish(AttributeValue.fitting(GroupAttribute.list, size: size))
+        case nil: reply.fail(ENOENT)
+        default: reply.finish(AttributeValue.fitting([], size: size))
         }
     }
 
     /// Only `user.dnpipes.retention` can be set, on a pipe (not a view of it); the facts are read-only
     /// (EPERM) and no other attribute is kept (ENOTSUP). A bad value is refused with EINVAL, changing nothing.
-    func setxattr(_ request: Request, ino: UInt64, name rawName: UnsafePointer<CChar>, value: UnsafePointer<CChar>?,
-                  size: Int, flags: Int32) {
-        let name = String(cString: rawName)
+    /// `value` is valid only during the call.
+    public func setxattr(_ reply: Reply<Done>, ino: UInt64, name: String, value bytes: UnsafeRawBufferPointer, flags: Int32) {
         guard case .pipe(let pipe, let view) = inodes.node(ino) else {
-            return inodes.node(ino) == nil ? request.reply(error: ENOENT)
-                : refuseAttribute(request, ENOTSUP, "setting \(name) on a directory refused: only pipes have attributes", name)
+            return inodes.node(ino) == nil ? reply.fail(ENOENT)
+                : refuseAttribute(reply, ENOTSUP, "setting \(name) on a directory refused: only pipes have attributes", name)
         }
         guard let attribute = PipeAttribute(name: name) else {
-            return refuseAttribute(request, ENOTSUP, "setting \(name) on \(pipe) refused: the only attribute that can be set is \(PipeAttribute.retention.name)", name)
+            return refuseAttribute(reply, ENOTSUP, "setting \(name) on \(pipe) refused: the only attribute that can be set is \(PipeAttribute.retention.name)", name)
         }
         guard attribute == .retention else {
-            return refuseAttribute(request, EPERM, "setting \(name) on \(pipe) refused: it is a fact of the pipe, read-only", name)
+            return refuseAttribute(reply, EPERM, "setting \(name) on \(pipe) refused: it is a fact of the pipe, read-only", name)
         }
         guard view == .pipe else {
-            return refuseAttribute(request, EACCES, "setting \(name) on view \(pipe) refused: views are read-only", name)
+            return refuseAttribute(reply, EACCES, "setting \(name) on view \(pipe) refused: views are read-only", name)
         }
         if flags & 1 != 0 {  // XATTR_CREATE
-            return refuseAttribute(request, EEXIST, "creating \(name) on \(pipe) refused: every pipe has a retention already", name)
+            return refuseAttribute(reply, EEXIST, "creating \(name) on \(pipe) refused: every pipe has a retention already", name)
         }
-        let bytes = value.map { UnsafeRawBufferPointer(start: $0, count: size) } ?? UnsafeRawBufferPointer(start: nil, count: 0)
         let retention: Retention
         do {
             guard bytes.count <= 64, let text = String(validating: bytes, as: UTF8.self) else {
@@ -107,32 +108,31 @@ extension PipeFileSystem {
             }
             retention = try Retention(parsing: text)
         } catch {
-            return refuseAttribute(request, EINVAL, "retention of \(pipe) not changed: \(error)", name)
+            return refuseAttribute(reply, EINVAL, "retention of \(pipe) not changed: \(error)", name)
         }
-        changeRetention(request, pipe, retention)
+        changeRetention(reply, pipe, retention)
     }
 
     /// Removing the retention keeps messages until a reset, as `none` does.
-    func removexattr(_ request: Request, ino: UInt64, name rawName: UnsafePointer<CChar>) {
-        let name = String(cString: rawName)
+    public func removexattr(_ reply: Reply<Done>, ino: UInt64, name: String) {
         guard case .pipe(let pipe, let view) = inodes.node(ino) else {
-            return request.reply(error: inodes.node(ino) == nil ? ENOENT : ENODATA)
+            return reply.fail(inodes.node(ino) == nil ? ENOENT : ENODATA)
         }
-        guard let attribute = PipeAttribute(name: name) else { return request.reply(error: ENODATA) }
+        guard let attribute = PipeAttribute(name: name) else { return reply.fail(ENODATA) }
         guard attribute == .retention else {
-            return refuseAttribute(request, EPERM, "removing \(name) from \(pipe) refused: it is a fact of the pipe, read-only", name)
+            return refuseAttribute(reply, EPERM, "removing \(name) from \(pipe) refused: it is a fact of the pipe, read-only", name)
         }
         guard view == .pipe else {
-            return refuseAttribute(request, EACCES, "removing \(name) from view \(pipe) refused: views are read-only", name)
+            return refuseAttribute(reply, EACCES, "removing \(name) from view \(pipe) refused: views are read-only", name)
         }
-        changeRetention(request, pipe, .none)
+        changeRetention(reply, pipe, .none)
     }
 
-    private func changeRetention(_ request: Request, _ pipe: PipeName, _ retention: Retention) {
+    private func changeRetention(_ reply: Reply<Done>, _ pipe: PipeName, _ retention: Retention) {
         guard let control = store as? RetentionControl else {
-            return refuseAttribute(request, ENOTSUP, "retention of \(pipe) not changed: this store keeps every message", PipeAttribute.retention.name)
+            return refuseAttribute(reply, ENOTSUP, "retention of \(pipe) not changed: this store keeps every message", PipeAttribute.retention.name)
         }
-        let pending = PendingReply(request, interrupts: interrupts)
+        let pending = PendingReply(reply, interrupts: interrupts)
         let logger = self.logger
         work.async {
             control.setRetention(retention, of: pipe) { error in
@@ -144,17 +144,17 @@ extension PipeFileSystem {
                     }()
                     logger.error("setting the retention failed",
                                  metadata: ["pipe": "\(pipe)", "op": "setxattr", "errno": "\(errnoName(code))", "error": "\(error)"])
-                    return pending.answer { $0.reply(error: code) }
+                    return pending.fail(code)
                 }
                 logger.info("retention set", metadata: ["pipe": "\(pipe)", "retention": "\(retention)"])
-                pending.answer { $0.replyOK() }
+                pending.send(Done())
             }
         }
     }
 
-    private func refuseAttribute(_ request: Request, _ code: Int32, _ message: String, _ attribute: String) {
+    private func refuseAttribute(_ reply: Reply<Done>, _ code: Int32, _ message: String, _ attribute: String) {
         logger.notice("\(message)", metadata: ["op": "xattr", "attribute": "\(attribute)", "errno": "\(errnoName(code))"])
-        request.reply(error: code)
+        reply.fail(code)
     }
 
     private func value(of attribute: PipeAttribute, _ pipe: PipeName, _ log: PipeLog) -> String {
@@ -172,16 +172,16 @@ extension PipeFileSystem {
 
     /// Open read handles on `pipe` (its views' included).
     func openReaders(of pipe: PipeName) -> Int {
-        lock.lock(); defer { lock.unlock() }
-        return handles.values.reduce(0) { $0 + ($1.canRead && $1.pipeName == pipe ? 1 : 0) }
+        handles.withLock { $0.open.values.reduce(0) { $0 + ($1.canRead && $1.pipeName == pipe ? 1 : 0) } }
     }
 
     /// Open read handles per pipe.
     public func openReaders() -> [PipeName: Int] {
-        lock.lock(); defer { lock.unlock() }
-        var counts: [PipeName: Int] = [:]
-        for handle in handles.values where handle.canRead { counts[handle.pipeName, default: 0] += 1 }
-        return counts
+        handles.withLock { state in
+            var counts: [PipeName: Int] = [:]
+            for handle in state.open.values where handle.canRead { counts[handle.pipeName, default: 0] += 1 }
+            return counts
+        }
     }
 
     /// What a log retains: exact where the store counts it (`RetainedCounting`); otherwise from its bounds
@@ -207,23 +207,4 @@ extension RetainedFacts {
         case .readers, .retention: preconditionFailure("\(attribute) is not a retained fact")
         }
     }
-}
-
-extension Request {
-    /// Answers a getxattr or listxattr: the length alone when asked with size 0, ERANGE when it does not fit.
-    func reply(xattrBytes value: [UInt8], size: Int) {
-        if size == 0 { finished(0); fuse_reply_xattr(raw, value.count) } else if value.count > size { reply(error: ERANGE) } else { reply(data: value) }
-    }
-
-    func reply(xattr text: String, size: Int) { reply(xattrBytes: Array(text.utf8), size: size) }
-}
-
-/// Registers the extended attribute callbacks (see `makeOperations`).
-func addExtendedAttributeOperations(_ ops: inout fuse_lowlevel_ops) {
-    ops.getxattr = { req, ino, name, size in fs(req).getxattr(Request(raw: req!), ino: ino, name: name!, size: size) }
-    ops.listxattr = { req, ino, size in fs(req).listxattr(Request(raw: req!), ino: ino, size: size) }
-    ops.setxattr = { req, ino, name, value, size, flags in
-        fs(req).setxattr(Request(raw: req!), ino: ino, name: name!, value: value, size: size, flags: flags)
-    }
-    ops.removexattr = { req, ino, name in fs(req).removexattr(Request(raw: req!), ino: ino, name: name!) }
 }

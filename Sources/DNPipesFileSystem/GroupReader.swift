@@ -1,17 +1,20 @@
-import CFuse
 import Foundation
 import Logging
 import DNPipesCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// What FUSE's file callbacks need of an open handle: a pipe's (`OpenPipe`) or a group reader's.
+/// What the file operations need of an open handle: a pipe's (`OpenPipe`) or a group reader's.
 protocol OpenFile: AnyObject, Sendable {
     /// The pipe read or written (a group reader's is the pipe its group reads).
     var pipeName: PipeName { get }
     var canRead: Bool { get }
-    func read(_ request: Request, size: Int, offset: Int64, flags: Int32)
-    func write(_ request: Request, bytes: UnsafeRawBufferPointer, flags: Int32)
-    func flush(_ request: Request)
-    func poll(_ request: Request, handle: OpaquePointer?)
+    func read(_ reply: Reply<[UInt8]>, size: Int, offset: Int64, flags: Int32)
+    /// `bytes` are valid only during the call.
+    func write(_ reply: Reply<Int>, bytes: UnsafeRawBufferPointer, flags: Int32)
+    func flush(_ reply: Reply<Done>)
+    func poll(_ reply: Reply<Int32>, waiter: (any PollWaiter)?)
     func release()
 }
 
@@ -42,7 +45,7 @@ final class GroupReader: OpenFile, Sendable {
         var sent = 0
         /// A read is parked with the member.
         var waiting = false
-        var pollHandle: OpaquePointer?
+        var poller: (any PollWaiter)?
     }
     private let state = LockedValue(State())
     private let availabilityToken = LockedValue<Int?>(nil)
@@ -64,7 +67,7 @@ final class GroupReader: OpenFile, Sendable {
         case busy
     }
 
-    func read(_ request: Request, size: Int, offset: Int64, flags: Int32) {
+    func read(_ reply: Reply<[UInt8]>, size: Int, offset: Int64, flags: Int32) {
         let step = state.withLock { s -> Step in
             if s.waiting { return .busy }
             if let message = s.message, s.sent < message.count {
@@ -85,20 +88,20 @@ final class GroupReader: OpenFile, Sendable {
         case .busy:
             logger.notice("a second read at once on one group handle refused (EBUSY): each read takes one message in turn",
                           metadata: ["group": "\(member.group)", "pipe": "\(member.pipeName)"])
-            request.reply(error: EBUSY)
+            reply.fail(EBUSY)
         case .reply(let chunk, let done):
             if let done { member.done(done) }
-            request.reply(data: chunk)
+            reply.send(chunk)
         case .take(let done):
             if let done { member.done(done) }
-            take(request, size: size, nonBlocking: flags & O_NONBLOCK != 0)
+            take(reply, size: size, nonBlocking: flags & O_NONBLOCK != 0)
         }
     }
 
-    private func take(_ request: Request, size: Int, nonBlocking: Bool) {
+    private func take(_ reply: Reply<[UInt8]>, size: Int, nonBlocking: Bool) {
         let id = GroupReader.waiterIDs.withLock { $0 += 1; return $0 }
         let member = self.member
-        let pending = PendingReply(request, interrupts: interrupts) { [weak self] in
+        let pending = PendingReply(reply, interrupts: interrupts) { [weak self] in
             member.cancel(waiter: id)
             self?.state.withLock { $0.waiting = false }
         }
@@ -110,7 +113,7 @@ final class GroupReader: OpenFile, Sendable {
                 bytes.append(UInt8(ascii: "\n"))
                 let framed = bytes
                 var doneNow = false
-                let answered = pending.tryAnswer { request in
+                let answered = pending.tryAnswer { reply in
                     let chunk = self.state.withLock { s -> [UInt8] in
                         s.waiting = false
                         let end = min(framed.count, size)
@@ -123,60 +126,59 @@ final class GroupReader: OpenFile, Sendable {
                         }
                         return Array(framed[0..<end])
                     }
-                    request.reply(data: chunk)
+                    reply.send(chunk)
                 }
                 if answered && doneNow { member.done(offset) }
                 return answered
             case .wouldBlock:
-                pending.answer { request in
+                pending.answer { reply in
                     self.state.withLock { $0.waiting = false }
-                    request.reply(error: EAGAIN)
+                    reply.fail(EAGAIN)
                 }
                 return true
             case .removed:
-                pending.answer { request in
+                pending.answer { reply in
                     self.state.withLock { $0.waiting = false }
-                    request.reply(data: [])
+                    reply.send([])
                 }
                 return true
             }
         }
     }
 
-    func write(_ request: Request, bytes: UnsafeRawBufferPointer, flags: Int32) { request.reply(error: EBADF) }
-    func flush(_ request: Request) { request.replyOK() }
+    func write(_ reply: Reply<Int>, bytes: UnsafeRawBufferPointer, flags: Int32) { reply.fail(EBADF) }
+    func flush(_ reply: Reply<Done>) { reply.ok() }
 
-    func poll(_ request: Request, handle: OpaquePointer?) {
-        var drop: [OpaquePointer] = []
+    func poll(_ reply: Reply<Int32>, waiter: (any PollWaiter)?) {
+        var drop: [any PollWaiter] = []
         let readable = state.withLock { s -> Bool in
             let readable = (s.message.map { s.sent < $0.count } ?? false) || member.mayHaveMessage
-            if let old = s.pollHandle { drop.append(old) }
-            s.pollHandle = nil
-            if let handle { if readable { drop.append(handle) } else { s.pollHandle = handle } }
+            if let old = s.poller { drop.append(old) }
+            s.poller = nil
+            if let waiter { if readable { drop.append(waiter) } else { s.poller = waiter } }
             return readable
         }
-        drop.forEach { fuse_pollhandle_destroy($0) }
-        request.reply(poll: readable ? Int32(POLLIN | POLLRDNORM) : 0)
+        drop.forEach { $0.discard() }
+        reply.send(readable ? Int32(POLLIN | POLLRDNORM) : 0)
     }
 
     private func availabilityChanged() {
-        guard member.mayHaveMessage, let poll = state.withLock({ s -> OpaquePointer? in
-            defer { s.pollHandle = nil }
-            return s.pollHandle
+        guard member.mayHaveMessage, let poller = state.withLock({ s -> (any PollWaiter)? in
+            defer { s.poller = nil }
+            return s.poller
         }) else { return }
-        fuse_lowlevel_notify_poll(poll)
-        fuse_pollhandle_destroy(poll)
+        poller.notify()
     }
 
     /// A message not done yet goes back to the group. No read is parked: the kernel waits for outstanding
     /// reads before it releases a file.
     func release() {
         if let token = availabilityToken.withLock({ $0 }) { member.removeAvailabilityObserver(token) }
-        let (unfinished, poll) = state.withLock { s -> (Int64?, OpaquePointer?) in
-            defer { s.message = nil; s.pollHandle = nil }
-            return (s.message == nil ? nil : s.offset, s.pollHandle)
+        let (unfinished, poller) = state.withLock { s -> (Int64?, (any PollWaiter)?) in
+            defer { s.message = nil; s.poller = nil }
+            return (s.message == nil ? nil : s.offset, s.poller)
         }
-        if let poll { fuse_pollhandle_destroy(poll) }
+        poller?.discard()
         if let unfinished { member.giveBack(unfinished) }
         member.readerClosed()
     }

@@ -1,7 +1,9 @@
-import CFuse
 import Foundation
 import Logging
 import DNPipesCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One open file handle on a pipe or a view: its own positioned reader and its own line framer.
 ///
@@ -31,7 +33,7 @@ final class OpenPipe: Interruptible, Sendable {
     private let counters: PipeCounters
 
     private struct ParkedRead {
-        var request: Request
+        var reply: Reply<[UInt8]>
         var size: Int
         var offset: Int64
         var token: UInt64
@@ -41,11 +43,11 @@ final class OpenPipe: Interruptible, Sendable {
         /// Where this handle reads; a `.drain` handle's reader stops at the end the pipe had at open.
         var reader: PositionedReader
         var parked: [ParkedRead] = []
-        var pollHandle: OpaquePointer?
+        var poller: (any PollWaiter)?
     }
 
     private struct ParkedWrite {
-        var request: Request
+        var reply: Reply<Int>
         var bytes: [UInt8]
         var token: UInt64
         var deadline: DispatchTime
@@ -116,27 +118,27 @@ final class OpenPipe: Interruptible, Sendable {
     /// after a write would start past what the handle wrote. Such a handle reads as a FIFO opened `O_RDWR`
     /// does: its reads do not count its writes, so it reads its own messages too (`exec 3<>P; echo a >&3;
     /// read l <&3` gets `a`).
-    func read(_ request: Request, size: Int, offset fileOffset: Int64, flags: Int32) {
-        guard let reading else { return request.reply(error: EBADF) }
+    func read(_ reply: Reply<[UInt8]>, size: Int, offset fileOffset: Int64, flags: Int32) {
+        guard let reading else { return reply.fail(EBADF) }
         let nonBlocking = flags & O_NONBLOCK != 0
         let offset = max(0, fileOffset - (writing?.withLock { $0.accepted } ?? 0))
-        let answer: Answer? = reading.withLock { state in
+        let answer: ReplyOutcome<[UInt8]>? = reading.withLock { state in
             // Keep the order of reads on one handle: this one waits behind a parked one.
             if state.parked.isEmpty, let answer = take(&state, size: size, offset: offset) { return answer }
             if nonBlocking { return .error(EAGAIN) }
-            state.parked.append(ParkedRead(request: request, size: size, offset: offset,
-                                           token: interrupts.watch(request, for: self)))
+            state.parked.append(ParkedRead(reply: reply, size: size, offset: offset,
+                                           token: interrupts.watch(reply, for: self)))
             return nil
         }
-        answer?.send(request)
+        if let answer { reply.finish(answer) }
     }
 
     /// What a read can have now, or nil when it must wait. Called under the reading lock.
-    private func take(_ state: inout ReadState, size: Int, offset: Int64) -> Answer? {
+    private func take(_ state: inout ReadState, size: Int, offset: Int64) -> ReplyOutcome<[UInt8]>? {
         do {
             switch try state.reader.read(at: offset, capacity: size, whole: isCached) {
-            case .data(let bytes): counters.delivered(bytes); return .data(bytes)
-            case .endOfFile: return .data([])
+            case .data(let bytes): counters.delivered(bytes); return .answer(bytes)
+            case .endOfFile: return .answer([])
             case .nothing: return nil
             }
         } catch {
@@ -147,62 +149,63 @@ final class OpenPipe: Interruptible, Sendable {
 
     /// Answers a parked read or write with EINTR (the caller got a signal).
     func interrupt(token: UInt64) {
-        let read = reading?.withLock { state -> Request? in
+        if let read = reading?.withLock({ state -> Reply<[UInt8]>? in
             guard let i = state.parked.firstIndex(where: { $0.token == token }) else { return nil }
-            return state.parked.remove(at: i).request
+            return state.parked.remove(at: i).reply
+        }) {
+            interrupts.unregister(token)
+            return read.fail(EINTR)
         }
-        let write = read != nil ? nil : writing?.withLock { state -> Request? in
+        guard let write = writing?.withLock({ state -> Reply<Int>? in
             guard let i = state.parked.firstIndex(where: { $0.token == token }) else { return nil }
-            return state.parked.remove(at: i).request
-        }
-        guard let request = read ?? write else { return }
+            return state.parked.remove(at: i).reply
+        }) else { return }
         interrupts.unregister(token)
-        request.reply(error: EINTR)
+        write.fail(EINTR)
     }
 
     /// The pipe changed: answer parked reads that can now be answered, and tell a poller.
     private func pipeChanged() {
         guard let reading else { return }
-        let (answers, poll) = reading.withLock { state -> ([(ParkedRead, Answer)], OpaquePointer?) in
-            var answers: [(ParkedRead, Answer)] = []
+        let (answers, poller) = reading.withLock { state -> ([(ParkedRead, ReplyOutcome<[UInt8]>)], (any PollWaiter)?) in
+            var answers: [(ParkedRead, ReplyOutcome<[UInt8]>)] = []
             while let first = state.parked.first, let answer = take(&state, size: first.size, offset: first.offset) {
                 answers.append((state.parked.removeFirst(), answer))
             }
-            var poll: OpaquePointer?
-            if state.pollHandle != nil && state.reader.isReadable() {
-                poll = state.pollHandle
-                state.pollHandle = nil
+            var poller: (any PollWaiter)?
+            if state.poller != nil && state.reader.isReadable() {
+                poller = state.poller
+                state.poller = nil
             }
-            return (answers, poll)
+            return (answers, poller)
         }
         for (parked, answer) in answers {
             interrupts.unregister(parked.token)
-            answer.send(parked.request)
+            parked.reply.finish(answer)
         }
-        if let poll {
-            fuse_lowlevel_notify_poll(poll)
-            fuse_pollhandle_destroy(poll)
-        }
+        poller?.notify()
     }
 
-    func poll(_ request: Request, handle: OpaquePointer?) {
+    /// Answers a poll with the events the handle has now; a poller of a handle not readable yet is kept and
+    /// told once it is (one at a time: a newer one replaces it).
+    func poll(_ reply: Reply<Int32>, waiter: (any PollWaiter)?) {
         var events: Int32 = 0
         if canWrite { events |= Int32(POLLOUT | POLLWRNORM) }
-        var drop: [OpaquePointer] = []
+        var drop: [any PollWaiter] = []
         if let reading {
             reading.withLock { state in
                 let readable = state.reader.isReadable()
                 if readable { events |= Int32(POLLIN | POLLRDNORM) }
-                guard let handle else { return }
-                if let old = state.pollHandle { drop.append(old) }
-                state.pollHandle = nil
-                if readable { drop.append(handle) } else { state.pollHandle = handle }
+                guard let waiter else { return }
+                if let old = state.poller { drop.append(old) }
+                state.poller = nil
+                if readable { drop.append(waiter) } else { state.poller = waiter }
             }
-        } else if let handle {
-            drop.append(handle)
+        } else if let waiter {
+            drop.append(waiter)
         }
-        drop.forEach { fuse_pollhandle_destroy($0) }
-        request.reply(poll: events)
+        drop.forEach { $0.discard() }
+        reply.send(events)
     }
 
     // MARK: Writing
@@ -212,10 +215,10 @@ final class OpenPipe: Interruptible, Sendable {
     /// held, so the writer's next write comes while this one is written. The kernel sends a file's next
     /// write only once this one is answered, so writes keep their order. A failure after the answer is
     /// reported at the next fsync and at close.
-    func write(_ request: Request, bytes: UnsafeRawBufferPointer, flags: Int32) {
-        guard let writing, let writer else { return request.reply(error: EBADF) }
+    func write(_ reply: Reply<Int>, bytes: UnsafeRawBufferPointer, flags: Int32) {
+        guard let writing, let writer else { return reply.fail(EBADF) }
         let nonBlocking = flags & O_NONBLOCK != 0
-        enum Step { case answer(Answer), push(MessageBlock, LineFramer, generation: Int), park }
+        enum Step { case answer(ReplyOutcome<Int>), push(MessageBlock, LineFramer, generation: Int), park }
         let step = writing.withLock { state -> Step in
             // Writes keep their order: one that comes while others wait for room waits behind them.
             guard state.parked.isEmpty else { return .park }
@@ -224,24 +227,24 @@ final class OpenPipe: Interruptible, Sendable {
                 let messages = try state.framer.frame(bytes)
                 state.accepted += Int64(bytes.count)
                 state.generation += 1
-                return messages.isEmpty ? .answer(.written(bytes.count)) : .push(messages, before, generation: state.generation)
+                return messages.isEmpty ? .answer(.answer(bytes.count)) : .push(messages, before, generation: state.generation)
             } catch {
                 return .answer(refuse(&state, bytes.count, error, framerBefore: before))
             }
         }
         switch step {
         case .answer(let answer):
-            answer.send(request)
+            reply.finish(answer)
         case .park:
-            park(request, bytes, nonBlocking: nonBlocking)
+            park(reply, bytes, nonBlocking: nonBlocking)
         case .push(let messages, let before, let generation):
             var answered = false
             do {
                 try writer.push(messages) {
-                    request.reply(written: bytes.count)
+                    reply.send(bytes.count)
                     answered = true
                 }
-                if !answered { request.reply(written: bytes.count) }
+                if !answered { reply.send(bytes.count) }
                 counters.pushed(messages)
             } catch PipeError.full where !answered {
                 // Nothing was taken: undo the framing (unless a close ended the line meanwhile) and wait.
@@ -250,28 +253,28 @@ final class OpenPipe: Interruptible, Sendable {
                     state.framer = before
                     state.accepted -= Int64(bytes.count)
                 }
-                park(request, bytes, nonBlocking: nonBlocking)
+                park(reply, bytes, nonBlocking: nonBlocking)
             } catch where answered {
                 writing.withLock { if $0.refusal == nil { $0.refusal = EIO } }
                 logger.error("storing an accepted write failed; its fsync and close will fail",
                              metadata: ["pipe": "\(log.name)", "bytes": "\(bytes.count)", "error": "\(error)"])
             } catch {
-                let answer = writing.withLock { state -> Answer in
+                let answer = writing.withLock { state -> ReplyOutcome<Int> in
                     if state.generation == generation { state.accepted -= Int64(bytes.count) }
                     return refuse(&state, bytes.count, error, framerBefore: state.generation == generation ? before : nil)
                 }
-                answer.send(request)
+                reply.finish(answer)
             }
         }
     }
 
     /// Parks a write that found no room (or waits behind parked ones), or answers EAGAIN to a non-blocking one.
-    private func park(_ request: Request, _ bytes: UnsafeRawBufferPointer, nonBlocking: Bool) {
-        guard let writing, let writer else { return request.reply(error: EBADF) }
-        if nonBlocking { return request.reply(error: EAGAIN) }
+    private func park(_ reply: Reply<Int>, _ bytes: UnsafeRawBufferPointer, nonBlocking: Bool) {
+        guard let writing, let writer else { return reply.fail(EBADF) }
+        if nonBlocking { return reply.fail(EAGAIN) }
         let awaitRoom = writing.withLock { state -> Bool in
-            state.parked.append(ParkedWrite(request: request, bytes: Array(bytes),
-                                            token: interrupts.watch(request, for: self),
+            state.parked.append(ParkedWrite(reply: reply, bytes: Array(bytes),
+                                            token: interrupts.watch(reply, for: self),
                                             deadline: .now() + OpenPipe.roomTimeout))
             return claimRoomWait(&state)
         }
@@ -280,7 +283,7 @@ final class OpenPipe: Interruptible, Sendable {
 
     /// A write refused whole: the framer as it was before it (nothing of the write is stored), the refusal
     /// kept for the handle's fsync and close, one log line. Called under the writing lock.
-    private func refuse(_ state: inout WriteState, _ count: Int, _ error: Error, framerBefore: LineFramer?) -> Answer {
+    private func refuse(_ state: inout WriteState, _ count: Int, _ error: Error, framerBefore: LineFramer?) -> ReplyOutcome<Int> {
         if let framerBefore { state.framer = framerBefore }
         if let refused = error as? LineFramer.MessageTooLarge { state.framer.abandon(refused) }
         let code = OpenPipe.errnoCode(for: error)
@@ -295,7 +298,7 @@ final class OpenPipe: Interruptible, Sendable {
     /// nil, having changed nothing, when the store still has no room. Called under the writing lock: such a
     /// push neither waits nor tells observers nor calls `accepted` (see `PipeWriter.push`), so holding the
     /// lock across it calls nothing out.
-    private func tryWrite(_ state: inout WriteState, _ writer: PipeWriter, _ bytes: UnsafeRawBufferPointer) -> Answer? {
+    private func tryWrite(_ state: inout WriteState, _ writer: PipeWriter, _ bytes: UnsafeRawBufferPointer) -> ReplyOutcome<Int>? {
         let before = state.framer
         do {
             let messages = try state.framer.frame(bytes)
@@ -303,7 +306,7 @@ final class OpenPipe: Interruptible, Sendable {
             counters.pushed(messages)
             state.accepted += Int64(bytes.count)
             state.generation += 1
-            return .written(bytes.count)
+            return .answer(bytes.count)
         } catch PipeError.full {
             state.framer = before
             return nil
@@ -321,9 +324,9 @@ final class OpenPipe: Interruptible, Sendable {
 
     private func retryParkedWrites() {
         guard let writing, let writer else { return }
-        let (answers, awaitRoom) = writing.withLock { state -> ([(ParkedWrite, Answer)], Bool) in
+        let (answers, awaitRoom) = writing.withLock { state -> ([(ParkedWrite, ReplyOutcome<Int>)], Bool) in
             state.waitingForRoom = false
-            var answers: [(ParkedWrite, Answer)] = []
+            var answers: [(ParkedWrite, ReplyOutcome<Int>)] = []
             while let first = state.parked.first {
                 var answer = first.bytes.withUnsafeBytes { tryWrite(&state, writer, $0) }
                 if answer == nil {
@@ -340,7 +343,7 @@ final class OpenPipe: Interruptible, Sendable {
         }
         for (parked, answer) in answers {
             interrupts.unregister(parked.token)
-            answer.send(parked.request)
+            parked.reply.finish(answer)
         }
         if awaitRoom { writer.whenRoom { [weak self] in self?.retryParkedWrites() } }
     }
@@ -348,12 +351,12 @@ final class OpenPipe: Interruptible, Sendable {
     /// close() and fsync(): the partial last line becomes a message, and the reply waits (parked in the
     /// writer's completion) until every message of this handle is durable. A handle that had a write
     /// refused fails with that write's errno.
-    func flush(_ request: Request) {
-        guard let writing, let writer else { return request.replyOK() }
+    func flush(_ reply: Reply<Done>) {
+        guard let writing, let writer else { return reply.ok() }
         let name = log.name
         let logger = self.logger
         // The wait may be long (brokers away): a signal ends it with EINTR, and the messages stay on their way.
-        let pending = PendingReply(request, interrupts: interrupts) {
+        let pending = PendingReply(reply, interrupts: interrupts) {
             logger.notice("close or fsync interrupted before its messages were durable; they are still on their way",
                           metadata: ["pipe": "\(name)"])
         }
@@ -364,18 +367,18 @@ final class OpenPipe: Interruptible, Sendable {
             if let error {
                 logger.error("could not store the last line at close", metadata: ["pipe": "\(name)", "error": "\(error)"])
                 let code = OpenPipe.errnoCode(for: error)
-                return pending.answer { $0.reply(error: code) }
+                return pending.fail(code)
             }
             writer.flush { error in
                 // Read now, not at the start: a write accepted before this flush may have failed since.
                 let refusal = writing.withLock { $0.refusal }
                 if let error {
                     logger.error("messages not made durable", metadata: ["pipe": "\(name)", "error": "\(error)"])
-                    pending.answer { $0.reply(error: EIO) }
+                    pending.fail(EIO)
                 } else if let refusal {
-                    pending.answer { $0.reply(error: refusal) }
+                    pending.fail(refusal)
                 } else {
-                    pending.answer { $0.replyOK() }
+                    pending.send(Done())
                 }
             }
         }
@@ -400,18 +403,18 @@ final class OpenPipe: Interruptible, Sendable {
     /// for outstanding reads before it releases a file.
     func release() {
         if let token = observer.withLock({ $0 }) { log.removeObserver(token) }
-        let (leftovers, poll) = reading?.withLock { state -> ([ParkedRead], OpaquePointer?) in
-            defer { state.parked = []; state.pollHandle = nil }
-            return (state.parked, state.pollHandle)
+        let (leftovers, poller) = reading?.withLock { state -> ([ParkedRead], (any PollWaiter)?) in
+            defer { state.parked = []; state.poller = nil }
+            return (state.parked, state.poller)
         } ?? ([], nil)
-        if let poll { fuse_pollhandle_destroy(poll) }
+        poller?.discard()
         if let writing, let writer, let last = finishLine(writing) {
             OpenPipe.pushLastLine(last, to: writer) { [counters] error in
                 if error == nil { counters.pushed(MessageBlock([last])) }
                 writer.flush { _ in }
             }
         }
-        for p in leftovers { interrupts.unregister(p.token); p.request.reply(error: EINTR) }
+        for p in leftovers { interrupts.unregister(p.token); p.reply.fail(EINTR) }
     }
 
     /// Ends the partial line (at close, fsync or release): a framing undone after this would bring it back.
@@ -438,7 +441,7 @@ final class OpenPipe: Interruptible, Sendable {
 }
 
 /// The symbolic name of an errno, for log lines (`EMSGSIZE`, not "Message too long" alone).
-func errnoName(_ code: Int32) -> String {
+public func errnoName(_ code: Int32) -> String {
     switch code {
     case EMSGSIZE: return "EMSGSIZE"
     case EIO: return "EIO"

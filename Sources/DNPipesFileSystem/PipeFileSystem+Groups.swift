@@ -1,7 +1,9 @@
-import CFuse
 import Foundation
 import Logging
 import DNPipesCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The group views: `.group/GROUP/PIPE` (loop workers) and `.take/GROUP/PIPE` (one-shot takers). Any valid
 /// name is a group; a group is listed once it has read a pipe, and `rmdir` (or `rm` of one of its pipes)
@@ -13,66 +15,65 @@ extension PipeFileSystem {
                    uid: owner.uid, gid: owner.gid, time: mountTime, timeout: options.cacheSeconds)
     }
 
-
-    func openMember(_ request: Request, group: PipeName, pipe: PipeName, view: Inodes.GroupView, flags: Int32) {
+    func openMember(_ reply: Reply<OpenedFile>, group: PipeName, pipe: PipeName, view: Inodes.GroupView, flags: Int32) {
         guard flags & O_ACCMODE == O_RDONLY else {
-            return refuse(request, EACCES, "opening group \(group)'s view of \(pipe) for writing refused: group views are read-only")
+            return refuse(reply, EACCES, "opening group \(group)'s view of \(pipe) for writing refused: group views are read-only")
         }
-        let pending = PendingReply(request, interrupts: interrupts)
+        let pending = PendingReply(reply, interrupts: interrupts)
         work.async { [self] in
             do {
                 let member = try groups.member(group: group, pipe: pipe)
-                pending.answer { request in
+                pending.answer { reply in
                     let fh = register { _ in
                         GroupReader(member: member, oneShot: view == .take, interrupts: interrupts, logger: logger)
                     }.fh
-                    request.reply(open: fh)
+                    reply.send(OpenedFile(fh: fh))
                 }
             } catch PipeError.noSuchPipe {
-                pending.answer { $0.reply(error: ENOENT) }
+                pending.fail(ENOENT)
             } catch PipeError.invalidName(let why) {
                 logger.warning("group view refused (ENAMETOOLONG): \(why)")
-                pending.answer { $0.reply(error: ENAMETOOLONG) }
+                pending.fail(ENAMETOOLONG)
             } catch {
                 logger.error("opening a group's view failed", metadata: ["group": "\(group)", "pipe": "\(pipe)", "error": "\(error)"])
-                pending.answer { $0.reply(error: EIO) }
+                pending.fail(EIO)
             }
         }
     }
 
     /// `rm .group/GROUP/PIPE`: the group forgets that pipe (its readers start again from the oldest message).
-    func forget(_ request: Request, group: PipeName, pipe raw: String) {
-        guard let pipe = try? PipeName(validating: raw) else { return request.reply(error: ENOENT) }
-        let pending = PendingReply(request, interrupts: interrupts)
+    func forget(_ reply: Reply<Done>, group: PipeName, pipe raw: String) {
+        guard let pipe = try? PipeName(validating: raw) else { return reply.fail(ENOENT) }
+        let pending = PendingReply(reply, interrupts: interrupts)
         work.async { [self] in
             do {
                 try groups.remove(group: group, pipe: pipe)
                 logger.info("group \(group) forgot pipe \(pipe)")
-                pending.answer { $0.replyOK() }
+                pending.send(Done())
             } catch PipeError.noSuchPipe {
-                pending.answer { $0.reply(error: ENOENT) }
+                pending.fail(ENOENT)
             } catch {
                 logger.error("forgetting a group failed", metadata: ["group": "\(group)", "pipe": "\(pipe)", "error": "\(error)"])
-                pending.answer { $0.reply(error: EIO) }
+                pending.fail(EIO)
             }
         }
     }
 
     /// `rmdir .group/GROUP` (or `.take/GROUP`): the group forgets every pipe.
-    func rmdir(_ request: Request, parent: UInt64, name: UnsafePointer<CChar>) {
-        let text = String(cString: name)
-        guard case .groups = inodes.node(parent) else { return refuseStructure(request, "rmdir '\(text)'") }
-        guard let group = try? PipeName(validating: text) else { return request.reply(error: ENOENT) }
-        let pending = PendingReply(request, interrupts: interrupts)
+    public func rmdir(_ reply: Reply<Done>, parent: UInt64, name: EntryName) {
+        let text = name.description
+        guard case .groups = inodes.node(parent) else { return refuseStructure(reply, "rmdir '\(text)'") }
+        guard let group = try? PipeName(validating: text) else { return reply.fail(ENOENT) }
+        let pending = PendingReply(reply, interrupts: interrupts)
         work.async { [self] in
             do {
-                guard try groups.list().contains(group) else { return pending.answer { $0.reply(error: ENOENT) } }
+                guard try groups.list().contains(group) else { return pending.fail(ENOENT) }
                 try groups.remove(group: group)
                 logger.info("forgot group \(group)")
-                pending.answer { $0.replyOK() }
+                pending.send(Done())
             } catch {
                 logger.error("forgetting a group failed", metadata: ["group": "\(group)", "error": "\(error)"])
-                pending.answer { $0.reply(error: EIO) }
+                pending.fail(EIO)
             }
         }
     }
@@ -81,25 +82,25 @@ extension PipeFileSystem {
     /// it: `backlog` (free: no member has it) and `taken` (out with a member on any host: with a reader, or
     /// claimed ahead for its readers). A group that
     /// never read the pipe has every retained message free; asking does not make it.
-    func groupBacklog(_ request: Request, group: PipeName, pipe: PipeName, name: String, size: Int) {
-        guard let attribute = GroupAttribute(name: name) else { return request.reply(error: ENODATA) }
-        let pending = PendingReply(request, interrupts: interrupts)
+    func groupBacklog(_ reply: Reply<AttributeValue>, group: PipeName, pipe: PipeName, name: String, size: Int) {
+        guard let attribute = GroupAttribute(name: name) else { return reply.fail(ENODATA) }
+        let pending = PendingReply(reply, interrupts: interrupts)
         work.async { [self] in
             do {
                 let journal = try GroupJournal.name(group: group, pipe: pipe)
                 guard store.contains(journal) else {
-                    guard let log = try store.open(pipe) else { return pending.answer { $0.reply(error: ENOENT) } }
+                    guard let log = try store.open(pipe) else { return pending.fail(ENOENT) }
                     let free = attribute == .backlog ? PipeFileSystem.facts(of: log).messages : 0
-                    return pending.answer { $0.reply(xattr: "\(free)", size: size) }
+                    return pending.answer { $0.finish(AttributeValue.fitting(Array("\(free)".utf8), size: size)) }
                 }
                 try groups.member(group: group, pipe: pipe).backlog { free, out in
-                    pending.answer { $0.reply(xattr: "\(attribute == .backlog ? free : out)", size: size) }
+                    pending.answer { $0.finish(AttributeValue.fitting(Array("\(attribute == .backlog ? free : out)".utf8), size: size)) }
                 }
             } catch PipeError.noSuchPipe {
-                pending.answer { $0.reply(error: ENOENT) }
+                pending.fail(ENOENT)
             } catch {
                 logger.error("reading a group's backlog failed", metadata: ["group": "\(group)", "pipe": "\(pipe)", "error": "\(error)"])
-                pending.answer { $0.reply(error: EIO) }
+                pending.fail(EIO)
             }
         }
     }

@@ -4,8 +4,7 @@ import DNPipesCore
 /// Node ids. Fixed ones for the root and the two view directories; every pipe name gets an id the first time
 /// it is seen, kept for the life of the mount, from which the ids of the pipe and its two views derive.
 /// Names map to ids without any reference counting, so `forget` needs no bookkeeping.
-// @unchecked Sendable: the maps are guarded by `lock`.
-final class Inodes: @unchecked Sendable {
+final class Inodes: Sendable {
     static let root: UInt64 = 1
     static let drainDirectory: UInt64 = 2
     static let tailDirectory: UInt64 = 3
@@ -52,51 +51,52 @@ final class Inodes: @unchecked Sendable {
         case tail = 2
     }
 
-    private let lock = NSLock()
-    private var ids: [PipeName: UInt64] = [:]
-    private var names: [UInt64: PipeName] = [:]
-    private var aliases: [UInt64: PipeName] = [:]
-    private var nextAlias = fifoBase
-    private var groupIDs: [GroupKey: UInt64] = [:]
-    private var groupKeys: [UInt64: GroupKey] = [:]
+    private struct Maps {
+        var ids: [PipeName: UInt64] = [:]
+        var names: [UInt64: PipeName] = [:]
+        var aliases: [UInt64: PipeName] = [:]
+        var nextAlias = Inodes.fifoBase
+        var groupIDs: [GroupKey: UInt64] = [:]
+        var groupKeys: [UInt64: GroupKey] = [:]
+    }
+    private let maps = LockedValue(Maps())
 
     func ino(ofGroup group: PipeName, view: GroupView) -> UInt64 { groupID(.group(group, view)) }
     func ino(ofMember group: PipeName, pipe: PipeName, view: GroupView) -> UInt64 { groupID(.member(group, pipe, view)) }
 
     private func groupID(_ key: GroupKey) -> UInt64 {
-        lock.lock(); defer { lock.unlock() }
-        if let known = groupIDs[key] { return known }
-        let id = Inodes.groupBase + UInt64(groupIDs.count)
-        groupIDs[key] = id
-        groupKeys[id] = key
-        return id
+        maps.withLock { maps in
+            if let known = maps.groupIDs[key] { return known }
+            let id = Inodes.groupBase + UInt64(maps.groupIDs.count)
+            maps.groupIDs[key] = id
+            maps.groupKeys[id] = key
+            return id
+        }
     }
 
     func ino(of name: PipeName, view: View) -> UInt64 {
-        lock.lock(); defer { lock.unlock() }
-        let id: UInt64
-        if let known = ids[name] {
-            id = known
-        } else {
-            id = UInt64(ids.count + 1)
-            ids[name] = id
-            names[id] = name
+        let id = maps.withLock { maps -> UInt64 in
+            if let known = maps.ids[name] { return known }
+            let id = UInt64(maps.ids.count + 1)
+            maps.ids[name] = id
+            maps.names[id] = name
+            return id
         }
         return id << 2 | view.rawValue
     }
 
     /// A fresh node id for one `mkfifo` answer; forgotten when the kernel forgets it.
     func fifoAlias(for name: PipeName) -> UInt64 {
-        lock.lock(); defer { lock.unlock() }
-        nextAlias += 1
-        aliases[nextAlias] = name
-        return nextAlias
+        maps.withLock { maps in
+            maps.nextAlias += 1
+            maps.aliases[maps.nextAlias] = name
+            return maps.nextAlias
+        }
     }
 
     func forget(_ ino: UInt64) {
         guard ino >= Inodes.fifoBase else { return }
-        lock.lock(); defer { lock.unlock() }
-        aliases[ino] = nil
+        maps.withLock { _ = $0.aliases.removeValue(forKey: ino) }
     }
 
     func node(_ ino: UInt64) -> Node? {
@@ -108,16 +108,17 @@ final class Inodes: @unchecked Sendable {
         case Inodes.takeDirectory: return .groups(.take)
         default: break
         }
-        lock.lock(); defer { lock.unlock() }
-        if ino >= Inodes.fifoBase { return aliases[ino].map { .fifoAlias($0) } }
-        if ino >= Inodes.groupBase {
-            switch groupKeys[ino] {
-            case .group(let g, let v): return .group(g, v)
-            case .member(let g, let p, let v): return .member(group: g, pipe: p, v)
-            case nil: return nil
+        return maps.withLock { maps -> Node? in
+            if ino >= Inodes.fifoBase { return maps.aliases[ino].map { .fifoAlias($0) } }
+            if ino >= Inodes.groupBase {
+                switch maps.groupKeys[ino] {
+                case .group(let g, let v): return .group(g, v)
+                case .member(let g, let p, let v): return .member(group: g, pipe: p, v)
+                case nil: return nil
+                }
             }
+            guard let view = View(rawValue: ino & 3), let name = maps.names[ino >> 2] else { return nil }
+            return .pipe(name, view)
         }
-        guard let view = View(rawValue: ino & 3), let name = names[ino >> 2] else { return nil }
-        return .pipe(name, view)
     }
 }
