@@ -27,7 +27,7 @@ final class ClientLifetimeTests: XCTestCase {
         XCTAssertEqual(after.queued, 0)
         XCTAssertEqual(after.error, RD_KAFKA_RESP_ERR__DESTROY)
         XCTAssertEqual(producer.produce(topic: "jobs", partition: 0, payload: [], token: 2, marker: true), RD_KAFKA_RESP_ERR__DESTROY)
-        producer.flush(timeoutMs: 10)   // nothing to flush: returns at once
+        producer.stopTaking(waitingUpTo: 10)   // no writer has anything in flight: returns at once
         var asked = 0
         producer.run(while: { asked += 1; return asked < 3 })
         XCTAssertEqual(asked, 1, "the thread ends on its first round: there is no client to serve")
