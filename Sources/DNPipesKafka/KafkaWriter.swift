@@ -113,7 +113,7 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
     func close(reason: rd_kafka_resp_err_t) {
         let closing = ledger.withLock { $0.close(reason: reason) }
         if closing.unacknowledged > 0 {
-            logger.error("pipe \(pipe.name): \(closing.unacknowledged) messages not acknowledged by the brokers (\(brokers)) when the mount stopped: \(KafkaHandle.describe(reason)); a close waiting for them fails (EIO), and they may or may not be stored")
+            logger.error("pipe \(pipe.name): \(closing.unacknowledged) messages not acknowledged by the brokers (\(brokers)) when the mount stopped; a close waiting for them fails (EIO), and they may or may not be stored")
         }
         answer(closing.flushes, failure: closing.failure)
         closing.waiters.forEach { $0() }
