@@ -23,6 +23,9 @@ public struct KafkaConfiguration: Sendable {
     public var deleteRecords: DeleteRecordsMode
     /// The retention of pipes made from now on.
     public var defaultRetention: Retention = .none
+    /// How long shutdown waits for the brokers to acknowledge what writers have in flight before it fails the
+    /// rest (their closes report EIO): long enough for a healthy cluster, short enough for an unmount.
+    public var shutdownTimeout: Double = 5
 
     public enum DeleteRecordsMode: String, Sendable { case auto, on, off }
 

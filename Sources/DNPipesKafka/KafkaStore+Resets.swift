@@ -8,7 +8,7 @@ import DNPipesCore
 extension KafkaStore {
     /// Produces a reset marker (an empty message with the `dnpipes-reset` header) to one partition;
     /// `completion` gets its offset once the brokers have it.
-    func produceMarker(for pipe: KafkaPipe, partition: Int32, completion: @escaping (Result<Int64, Error>) -> Void) {
+    func produceMarker(for pipe: KafkaPipe, partition: Int32, completion: @escaping @Sendable (Result<Int64, Error>) -> Void) {
         let token = deliveries.registerOneOff(OneDelivery { [logger] err, offset in
             if err == RD_KAFKA_RESP_ERR_NO_ERROR {
                 completion(.success(offset))

@@ -84,11 +84,15 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
         threads.append(t)
     }
 
-    /// Stops in order: no new work is taken (`isRunning` is false, and work queued from now on touches no
-    /// client), the threads that poll the clients stop, the work already queued runs out (topics still being
-    /// made are made, so that every pipe mkfifo reported exists), and then the clients are let go.
+    /// Stops in order: the producer takes no new messages and, while its thread still serves delivery
+    /// reports, waits (up to `shutdownTimeout`) for what writers have in flight, then answers every flush
+    /// still waiting (EIO for what the brokers did not acknowledge); no new work is taken (`isRunning` is
+    /// false, and work queued from now on touches no client), the threads that poll the clients stop, the
+    /// work already queued runs out (topics still being made are made, so that every pipe mkfifo reported
+    /// exists), and then the clients are let go.
     public func shutdown() {
-        producer.flush(timeoutMs: 10_000)
+        guard isRunning else { return }
+        producer.stopTaking(waitingUpTo: configuration.shutdownTimeout)
         let wasRunning = running.withLock { running in defer { running = false }; return running }
         guard wasRunning else { return }
         consumer.wake()

@@ -4,8 +4,13 @@ import Logging
 import DNPipesCore
 
 /// Receives delivery reports for the messages it produced.
-protocol DeliveryTarget: AnyObject {
+protocol DeliveryTarget: AnyObject, Sendable {
     func delivered(_ report: DeliveryReport)
+    /// At shutdown: calls `callback` once nothing of this target's is in flight (at once if nothing is).
+    func whenSettled(_ callback: @escaping @Sendable () -> Void)
+    /// At shutdown, once the store has waited for delivery reports as long as it will: what is still in
+    /// flight fails with `reason`, and everyone waiting for it is answered (once; later calls do nothing).
+    func close(reason: rd_kafka_resp_err_t)
 }
 
 /// A writer on Kafka. `push` hands messages to librdkafka and returns at once; each message's delivery
@@ -53,7 +58,10 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
         if largest > limit {
             throw PipeError.messageTooLarge(size: largest, limit: limit)
         }
-        guard ledger.withLock({ $0.take(messages.count) }) else { throw PipeError.full }
+        // Not after the store began to stop: what it waits for at shutdown does not grow.
+        let taken = producer.isTaking ? ledger.withLock { $0.isClosed ? nil : $0.take(messages.count) } : nil
+        guard let taken else { throw PipeError.unavailable("pipe \(pipe.name): the mount is stopping; nothing was pushed") }
+        guard taken else { throw PipeError.full }
         let (queued, err) = producer.produce(topic: pipe.topic, messages: messages, token: token)
         guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return }
         if ledger.withLock({ $0.stopped(messages, queued: queued, error: err) }) {
@@ -98,23 +106,71 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
         completeIfIdle()
     }
 
+    func whenSettled(_ callback: @escaping @Sendable () -> Void) {
+        if !ledger.withLock({ $0.whenSettled(callback) }) { callback() }
+    }
+
+    func close(reason: rd_kafka_resp_err_t) {
+        let closing = ledger.withLock { $0.close(reason: reason) }
+        if closing.unacknowledged > 0 {
+            logger.error("pipe \(pipe.name): \(closing.unacknowledged) messages not acknowledged by the brokers (\(brokers)) when the mount stopped; a close waiting for them fails (EIO), and they may or may not be stored")
+        }
+        answer(closing.flushes, failure: closing.failure)
+        closing.waiters.forEach { $0() }
+    }
+
     private func completeIfIdle() {
-        guard let done = ledger.withLock({ $0.takeCompletions() }) else { return }
-        let error: Error? = done.failure.map { err in
+        let (done, settled) = ledger.withLock { ($0.takeCompletions(), $0.takeSettled()) }
+        if let done { answer(done.flushes, failure: done.failure) }
+        settled.forEach { $0() }
+    }
+
+    private func answer(_ flushes: [@Sendable (Error?) -> Void], failure: rd_kafka_resp_err_t?) {
+        guard !flushes.isEmpty else { return }
+        let error: Error? = failure.map { err in
+            if err == RD_KAFKA_RESP_ERR__DESTROY {
+                // Logged once, with the count, where the ledger was closed.
+                return PipeError.unavailable("pipe \(pipe.name): the mount stopped before the brokers acknowledged its messages")
+            }
             logger.error("pipe \(pipe.name): messages not acknowledged by the brokers (\(brokers)): \(KafkaHandle.describe(err))")
             return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
                 ? PipeError.io("the brokers refused a message as too large (the topic's max.message.bytes or the brokers' message.max.bytes is below the mount's max_message)")
                 : PipeError.unavailable(KafkaHandle.describe(err))
         }
-        done.flushes.forEach { $0(error) }
+        flushes.forEach { $0(error) }
     }
 }
 
-/// A one-off delivery (a reset marker).
+/// A one-off delivery (a reset marker), answered once: by its report, or failed with the reason at shutdown.
 final class OneDelivery: DeliveryTarget {
-    let done: (rd_kafka_resp_err_t, Int64) -> Void
-    init(_ done: @escaping (rd_kafka_resp_err_t, Int64) -> Void) { self.done = done }
-    func delivered(_ report: DeliveryReport) { done(report.error, report.lastOffset) }
+    private let done: @Sendable (rd_kafka_resp_err_t, Int64) -> Void
+    /// Whether it was answered, and who waits for that (the store's shutdown).
+    private let state = LockedValue<(answered: Bool, waiters: [@Sendable () -> Void])>((false, []))
+
+    init(_ done: @escaping @Sendable (rd_kafka_resp_err_t, Int64) -> Void) { self.done = done }
+
+    func delivered(_ report: DeliveryReport) { answer(report.error, report.lastOffset) }
+
+    func whenSettled(_ callback: @escaping @Sendable () -> Void) {
+        let answered = state.withLock { state in
+            if !state.answered { state.waiters.append(callback) }
+            return state.answered
+        }
+        if answered { callback() }
+    }
+
+    func close(reason: rd_kafka_resp_err_t) { answer(reason, -1) }
+
+    private func answer(_ err: rd_kafka_resp_err_t, _ offset: Int64) {
+        let waiters = state.withLock { state -> [@Sendable () -> Void]? in
+            guard !state.answered else { return nil }
+            defer { state = (true, []) }
+            return state.waiters
+        }
+        guard let waiters else { return }
+        done(err, offset)
+        waiters.forEach { $0() }
+    }
 }
 
 /// Maps the integers given to librdkafka as message opaques back to their targets. Writers are held weakly
@@ -157,6 +213,12 @@ final class DeliveryTable: @unchecked Sendable {
     func unregister(_ token: Int) {
         lock.lock(); defer { lock.unlock() }
         weakTargets[token] = nil
+    }
+
+    /// Every target that may still have messages in flight (for the store's shutdown).
+    func all() -> [DeliveryTarget] {
+        lock.lock(); defer { lock.unlock() }
+        return weakTargets.values.compactMap(\.target) + Array(oneOffs.values)
     }
 
     func target(_ token: Int) -> DeliveryTarget? {

@@ -42,6 +42,8 @@ final class PipeProducer: @unchecked Sendable {
     /// least every 0.2 s): they try again, from the producer's thread, never from a FUSE one.
     /// Once closed, a waiter is called at once: its retry is refused, and the refusal reaches its writer.
     private let room = LockedValue<(waiters: [@Sendable () -> Void], closed: Bool)>(([], false))
+    /// False once shutdown began (see `stopTaking`).
+    private let taking = LockedValue(true)
 
     /// The largest message librdkafka will take (its `message.max.bytes`, dnpipes's default unless the mount
     /// sets `kafka.message.max.bytes`): a message above it is refused when it is produced.
@@ -77,19 +79,37 @@ final class PipeProducer: @unchecked Sendable {
         room.withLock { room in defer { room.waiters = [] }; return room.waiters }
     }
 
-    /// Waits up to `timeoutMs` for what is queued to be delivered (at unmount).
-    func flush(timeoutMs: Int32) {
-        if let client = current { rd_kafka_flush(client.handle, timeoutMs) }
+    /// Whether new messages are taken (false once shutdown began).
+    var isTaking: Bool { taking.withLock { $0 } }
+
+    /// Shutdown's first step, while the producer's thread still serves delivery reports: no new message is
+    /// taken (a push is refused, a backlog still goes out), then this waits, up to `bound` seconds, until
+    /// nothing of any writer's or reset marker's is in flight. Then it closes every delivery target: what is
+    /// still in flight fails, so every flush waiting for it is answered (EIO) rather than never.
+    func stopTaking(waitingUpTo bound: Double) {
+        taking.withLock { $0 = false }
+        let targets = deliveries.all()
+        let settled = DispatchGroup()
+        for target in targets {
+            settled.enter()
+            target.whenSettled { settled.leave() }
+        }
+        if settled.wait(timeout: .now() + bound) == .timedOut {
+            logger.warning("the brokers (\(configuration.brokers)) did not acknowledge every message within \(bound) s of the mount stopping; failing the rest")
+        }
+        targets.forEach { $0.close(reason: RD_KAFKA_RESP_ERR__DESTROY) }
     }
 
     /// Lets go of the client (at shutdown, once the producer's thread has stopped): it is destroyed here, or
     /// by the last call still using it. Pushes from now on fail, those waiting for room included: they are
-    /// called back now, and from now on at once.
+    /// called back now, and from now on at once. What librdkafka still holds was failed by `stopTaking`: it
+    /// is purged first, so that destroying the client does not wait for brokers that do not answer.
     func close() {
         producerLock.lock()
         let last = client
         client = nil
         producerLock.unlock()
+        if let last { rd_kafka_purge(last.handle, Int32(RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT)) }
         withExtendedLifetime(last) {}   // destroyed here, after the lock is let go, unless a call still holds it
         room.withLock { $0.closed = true }
         takeRoomWaiters().forEach { $0() }
@@ -198,6 +218,7 @@ final class PipeProducer: @unchecked Sendable {
     func produce(topic: String, partition: Int32, payload: [UInt8], token: Int, marker: Bool) -> rd_kafka_resp_err_t {
         let opaque = UnsafeMutableRawPointer(bitPattern: token)
         let deadline = Date().addingTimeInterval(30)
+        guard isTaking else { return RD_KAFKA_RESP_ERR__DESTROY }
         while true {
             producerLock.lock()
             let err = client.map { client in payload.withUnsafeBytes { raw in

@@ -92,4 +92,70 @@ final class WriterLedgerTests: XCTestCase {
         ledger.delivered(report([(RD_KAFKA_RESP_ERR_NO_ERROR, 0)]))
         XCTAssertEqual(ledger.takeCompletions()?.failure, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
     }
+
+    // MARK: Shutdown
+
+    /// What a flush asked for now gets: nil while it waits, else the failure it reports (nil inside: success).
+    private func flushNow(_ ledger: inout WriterLedger) -> rd_kafka_resp_err_t?? {
+        ledger.flush { _ in }
+        return ledger.takeCompletions().map(\.failure)
+    }
+
+    func testShutdownFailsWhatIsStillInFlightAndAnswersEveryoneWaiting() {
+        var ledger = WriterLedger()
+        XCTAssertTrue(ledger.take(5))
+        XCTAssertTrue(ledger.stopped(block(5), queued: 3, error: RD_KAFKA_RESP_ERR__QUEUE_FULL))
+        XCTAssertTrue(ledger.park {}, "a write waits behind the backlog")
+        let answers = LockedValue<[String]>([])
+        ledger.flush { error in answers.withLock { $0.append("flush \(error == nil ? "ok" : "failed")") } }
+        XCTAssertTrue(ledger.whenSettled {}, "five in flight")
+        ledger.delivered(report([(RD_KAFKA_RESP_ERR_NO_ERROR, 0), (RD_KAFKA_RESP_ERR_NO_ERROR, 1)]))
+        XCTAssertTrue(ledger.takeSettled().isEmpty, "three still in flight, the backlog's two among them")
+
+        let closing = ledger.close(reason: RD_KAFKA_RESP_ERR__DESTROY)
+        XCTAssertEqual(closing.unacknowledged, 3)
+        XCTAssertEqual(closing.flushes.count, 1, "the waiting flush is answered")
+        XCTAssertEqual(closing.failure, RD_KAFKA_RESP_ERR__DESTROY)
+        XCTAssertEqual(closing.waiters.count, 2, "the shutdown's wait and the parked write are let go")
+        XCTAssertTrue(ledger.isClosed)
+        XCTAssertNil(ledger.backlog, "a backlog that never went out is part of what failed")
+        XCTAssertEqual(ledger.inFlight, 0)
+
+        ledger.delivered(report([(RD_KAFKA_RESP_ERR_NO_ERROR, 2)]))
+        XCTAssertEqual(ledger.inFlight, 0, "a late report changes nothing")
+        XCTAssertFalse(ledger.stopped(block(1), queued: 0, error: RD_KAFKA_RESP_ERR__DESTROY))
+        XCTAssertEqual(ledger.inFlight, 0, "a push refused after the close counts nothing")
+        XCTAssertEqual(flushNow(&ledger), .some(RD_KAFKA_RESP_ERR__DESTROY),
+                       "a handle closed later fails too: some of its messages were not acknowledged")
+        let again = ledger.close(reason: RD_KAFKA_RESP_ERR__DESTROY)
+        XCTAssertEqual(again.unacknowledged, 0, "closed once")
+        XCTAssertTrue(again.flushes.isEmpty && again.waiters.isEmpty)
+    }
+
+    func testShutdownOfAWriterWhoseMessagesWereAllAcknowledgedFailsNothing() {
+        var ledger = WriterLedger()
+        XCTAssertTrue(ledger.take(2))
+        let settled = LockedValue(false)
+        XCTAssertTrue(ledger.whenSettled { settled.withLock { $0 = true } })
+        ledger.delivered(report([(RD_KAFKA_RESP_ERR_NO_ERROR, 0), (RD_KAFKA_RESP_ERR_NO_ERROR, 1)]))
+        ledger.takeSettled().forEach { $0() }
+        XCTAssertTrue(settled.withLock { $0 }, "the shutdown's wait ends with the last report")
+        XCTAssertFalse(ledger.whenSettled {}, "nothing in flight: answered at once")
+
+        let closing = ledger.close(reason: RD_KAFKA_RESP_ERR__DESTROY)
+        XCTAssertEqual(closing.unacknowledged, 0)
+        XCTAssertNil(closing.failure)
+        XCTAssertEqual(flushNow(&ledger), .some(nil),
+                       "a close after shutdown is answered at once, and succeeds: every message was acknowledged")
+    }
+
+    func testAFailureNotYetReportedStillReachesAFlushAfterShutdown() {
+        var ledger = WriterLedger()
+        XCTAssertTrue(ledger.take(1))
+        ledger.delivered(report([(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, -1)]))
+        let closing = ledger.close(reason: RD_KAFKA_RESP_ERR__DESTROY)
+        XCTAssertEqual(closing.unacknowledged, 0)
+        XCTAssertEqual(closing.failure, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT)
+        XCTAssertEqual(flushNow(&ledger), .some(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT))
+    }
 }
