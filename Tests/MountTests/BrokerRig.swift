@@ -182,6 +182,17 @@ enum BrokerRig {
         return p
     }
 
+    /// Freezes (SIGSTOP: connections stay open, nothing answers) or thaws (SIGCONT) a broker that
+    /// `startBroker` started: the tansu under the `timeout` that bounds its life, since a stopped parent leaves
+    /// its child running. Returns the processes signalled (none means the broker was not found).
+    @discardableResult
+    static func signalBroker(_ broker: Process, _ signal: Int32) -> [pid_t] {
+        let pids = shell("pgrep -P \(broker.processIdentifier)", timeout: 10).stdout
+            .split(separator: "\n").compactMap { pid_t($0) }
+        pids.forEach { kill($0, signal) }
+        return pids
+    }
+
     /// Waits until something accepts connections on the port.
     static func waitForListener(_ port: Int, seconds: Int = 20) -> Bool {
         shell("for i in $(seq \(seconds * 10)); do (exec 3<>/dev/tcp/127.0.0.1/\(port)) 2>/dev/null && exit 0; sleep 0.1; done; exit 1",

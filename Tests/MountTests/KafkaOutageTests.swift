@@ -115,8 +115,8 @@ final class KafkaOutageTests: MountTestCase {
     func testListingAnswersWhileTheBrokerIsFrozenAndCreatesWait() throws {
         ok("mkfifo p; echo a > p")
         guard let broker else { return XCTFail("no broker") }
-        kill(broker.processIdentifier, SIGSTOP)
-        defer { kill(broker.processIdentifier, SIGCONT) }
+        XCTAssertFalse(BrokerRig.signalBroker(broker, SIGSTOP).isEmpty, "no broker process to freeze")
+        defer { BrokerRig.signalBroker(broker, SIGCONT) }
         let out = ok("""
         for k in $(seq 24); do timeout 20 mkfifo made$k & done; wait
         ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
@@ -126,7 +126,7 @@ final class KafkaOutageTests: MountTestCase {
         [ $t -lt 1000 ] && echo "stat answered" || echo "stat took $t ms"
         """, timeout: 60)
         XCTAssertEqual(out, "ls 25\nstat answered\n")
-        kill(broker.processIdentifier, SIGCONT)
+        BrokerRig.signalBroker(broker, SIGCONT)
         let other = root + "/other"
         try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
         try mount(["--brokers", "127.0.0.1:\(relayPort)"], at: other)
@@ -142,8 +142,8 @@ final class KafkaOutageTests: MountTestCase {
         try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
         try mount(["--brokers", "127.0.0.1:\(relayPort)"], at: other)
         eventually("[ $(ls \"$ROOT/other\" | grep -c '^gone') = 12 ]", seconds: 30)
-        kill(broker.processIdentifier, SIGSTOP)
-        defer { kill(broker.processIdentifier, SIGCONT) }
+        XCTAssertFalse(BrokerRig.signalBroker(broker, SIGSTOP).isEmpty, "no broker process to freeze")
+        defer { BrokerRig.signalBroker(broker, SIGCONT) }
         let out = ok("""
         ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
         start=$(date +%s%N); for k in $(seq 12); do timeout 20 rm gone$k & done; wait; t=$(ms $start)
@@ -152,7 +152,7 @@ final class KafkaOutageTests: MountTestCase {
         [ $t -lt 1000 ] && echo "ls: $names" || echo "ls took $t ms"
         """, timeout: 60)
         XCTAssertEqual(out, "rm answered\nls: kept\n")
-        kill(broker.processIdentifier, SIGCONT)
+        BrokerRig.signalBroker(broker, SIGCONT)
         eventually("[ $(ls \"$ROOT/other\" | grep -c '^gone') = 0 ]", seconds: 30)
         XCTAssertEqual(ok("ls"), "kept\n", "a listing while the deletions were under way brought none back")
     }

@@ -107,11 +107,8 @@ final class KafkaShutdownTests: RelayedBrokerTestCase {
     func testACloseWaitingForAFrozenBrokerFailsWithinTheBound() throws {
         ok("mkfifo p; echo before > p")
         guard let broker else { return XCTFail("no broker") }
-        // The broker itself, not only the `timeout` that runs it (a stopped parent leaves its child running).
-        let pids = ok("pgrep -P \(broker.processIdentifier)").split(separator: "\n").compactMap { pid_t($0) }
-        XCTAssertFalse(pids.isEmpty, "no broker process under \(broker.processIdentifier)")
-        pids.forEach { kill($0, SIGSTOP) }
-        defer { pids.forEach { kill($0, SIGCONT) } }
+        XCTAssertFalse(BrokerRig.signalBroker(broker, SIGSTOP).isEmpty, "no broker process under \(broker.processIdentifier)")
+        defer { BrokerRig.signalBroker(broker, SIGCONT) }
         // The close is out, waiting for acknowledgements that cannot come, when the signal arrives.
         let (result, seconds) = writeAndStopTheDaemon(closeFirst: true, delay: 1, touchAfter: true)
         XCTAssertEqual(result, "EIO", "the close must fail: the frozen broker acknowledged nothing")
