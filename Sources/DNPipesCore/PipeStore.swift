@@ -25,6 +25,9 @@ public protocol PipeStore: AnyObject, Sendable {
     func open(_ name: PipeName) throws -> PipeLog?
     /// The pipe's log if it is open already: answered from memory, for a stat that must not wait.
     func openedLog(_ name: PipeName) -> PipeLog?
+    /// The mount is stopping (a signal): new writes are refused, and every flush still waiting is answered
+    /// within a bound, so that a close in progress does not hold the unmount. `shutdown` follows.
+    func stopTakingWrites()
     /// Makes everything written durable and releases resources.
     func shutdown()
 }
@@ -127,6 +130,9 @@ public protocol PipeLog: AnyObject, Sendable {
 }
 
 extension PipeStore {
+    /// A store whose flushes end on their own (the disk's) has nothing to stop before `shutdown`.
+    public func stopTakingWrites() {}
+
     /// A store that is the only maker of its pipes knows them all.
     public func lookUp(_ name: PipeName) -> Bool { contains(name) }
 }

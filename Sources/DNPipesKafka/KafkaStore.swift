@@ -33,6 +33,8 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     }
     let catalog = LockedValue(Catalog())
     private let running = LockedValue(true)
+    /// Set by the first `stopTakingWrites`, left once its wait is over.
+    private let writesStopping = LockedValue<DispatchGroup?>(nil)
     private var threads: [Thread] = []
     private let stopped = DispatchGroup()
     /// Ends the metadata thread's wait between refreshes (at shutdown).
@@ -90,9 +92,23 @@ public final class KafkaStore: PipeStore, @unchecked Sendable {
     /// false, and work queued from now on touches no client), the threads that poll the clients stop, the
     /// work already queued runs out (topics still being made are made, so that every pipe mkfifo reported
     /// exists), and then the clients are let go.
+    /// The producer's first shutdown step, taken once; a second caller waits for the first to finish.
+    public func stopTakingWrites() {
+        let (stopping, first) = writesStopping.withLock { group -> (DispatchGroup, Bool) in
+            if let group { return (group, false) }
+            let made = DispatchGroup()
+            made.enter()
+            group = made
+            return (made, true)
+        }
+        guard first else { return stopping.wait() }
+        producer.stopTaking(waitingUpTo: configuration.shutdownTimeout)
+        stopping.leave()
+    }
+
     public func shutdown() {
         guard isRunning else { return }
-        producer.stopTaking(waitingUpTo: configuration.shutdownTimeout)
+        stopTakingWrites()
         let wasRunning = running.withLock { running in defer { running = false }; return running }
         guard wasRunning else { return }
         consumer.wake()

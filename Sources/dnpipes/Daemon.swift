@@ -143,6 +143,8 @@ enum Daemon {
             source.setEventHandler {
                 logger.info("signal \(sig): unmounting \(settings.mountpoint)")
                 mount.stop()
+                // A close waiting for the brokers keeps the mount, and so the loop, alive: answer it now.
+                DispatchQueue.global().async { store.stopTakingWrites() }
             }
             source.resume()
             sources.append(source)
