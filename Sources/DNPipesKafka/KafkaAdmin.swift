@@ -5,9 +5,10 @@ import DNPipesCore
 /// The mount's admin client: the cluster's topics (metadata), making and deleting topics, and the admin
 /// requests of resets and retention (offsets of member-less groups, DeleteRecords, topic configs).
 ///
-/// Every call here waits on the network. Only a lookup of a name the store does not know yet waits on a FUSE
-/// thread, for a second at most (see `KafkaStore.lookUp`); topics are made and deleted on the store's topic
-/// queue, and the rest runs on its other queues and its metadata thread.
+/// Every call here waits on the network, none on a FUSE thread: a lookup of a name the store does not know
+/// yet waits for a second at most on the filesystem's work queue, parked meanwhile (see `KafkaStore.lookUp`);
+/// topics are made and deleted on the store's topic queue, and the rest runs on its other queues and its
+/// metadata thread.
 final class KafkaAdmin: Sendable {
     /// Nil once closed (see `close`).
     private let client: LockedValue<KafkaClient?>
