@@ -56,9 +56,10 @@ class FileSystemTestCase: XCTestCase {
         return directory
     }
 
-    /// Shuts the store down and lets the filesystem and the store go (an embedded store's directory lock
-    /// goes with it).
+    /// Shuts the groups and the store down, in the daemon's order, and lets the filesystem and the store go
+    /// (an embedded store's directory lock goes with it).
     func shutDown() {
+        fs?.groups.shutdown()
         store?.shutdown()
         fs = nil
         store = nil
