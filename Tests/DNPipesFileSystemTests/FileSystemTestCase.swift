@@ -152,16 +152,36 @@ class FileSystemTestCase: XCTestCase {
         if case .error(let code)? = outcome { return code }
         return nil
     }
+
+    /// The data directory of the test's embedded store, once `makeEmbeddedStore` made it.
+    private(set) var data = ""
+
+    /// An embedded store in a fresh data directory (for subclasses that run on it).
+    func makeEmbeddedStore() throws -> PipeStore {
+        data = try temporaryDirectory() + "/data"
+        return try EmbeddedStore(directory: data, logger: Self.logger)
+    }
+
+    /// What one read from position 0 of `path` (names from the root) gets through a new filesystem on a new
+    /// embedded store over `data`, as the next daemon would see it (after `shutDown()`).
+    func readAfterRestart(_ data: String, path: [String]) throws -> String? {
+        let next = try EmbeddedStore(directory: data, logger: Self.logger)
+        let filesystem = PipeFileSystem(store: next, options: .init(), logger: Self.logger)
+        defer { filesystem.groups.shutdown(); next.shutdown() }
+        var ino = Inodes.root
+        for name in path {
+            ino = try XCTUnwrap(request { filesystem.lookup($0, parent: ino, name: EntryName(name)) }.answer()).ino
+        }
+        let r = try XCTUnwrap(request { filesystem.open($0, ino: ino, flags: O_RDONLY) }.answer()).fh
+        let got = request { filesystem.read($0, fh: r, size: 4096, offset: 0, flags: 0) }.answer()
+        XCTAssertNotNil(request { filesystem.release($0, fh: r) }.answer())
+        return got.map { String(decoding: $0, as: UTF8.self) }
+    }
 }
 
 /// The same tests on the embedded store, in a fresh data directory per test.
 final class EmbeddedFileSystemTests: FileSystemTests {
-    private var data = ""
-
-    override func makeStore() throws -> PipeStore {
-        data = try temporaryDirectory() + "/data"
-        return try EmbeddedStore(directory: data, logger: Self.logger)
-    }
+    override func makeStore() throws -> PipeStore { try makeEmbeddedStore() }
 
     /// What a close reported durable is there for the next daemon on the same data directory.
     func testWhatACloseMadeDurableOutlivesTheStore() throws {
@@ -169,13 +189,6 @@ final class EmbeddedFileSystemTests: FileSystemTests {
         written(w, "kept\nlast line")
         XCTAssertTrue(isOK(close(w)))
         shutDown()
-        let next = try EmbeddedStore(directory: data, logger: Self.logger)
-        defer { next.shutdown() }
-        let filesystem = PipeFileSystem(store: next, options: .init(), logger: Self.logger)
-        let ino = try XCTUnwrap(request { filesystem.lookup($0, parent: Inodes.root, name: "jobs") }.answer()).ino
-        let r = try XCTUnwrap(request { filesystem.open($0, ino: ino, flags: O_RDONLY) }.answer()).fh
-        let got = request { filesystem.read($0, fh: r, size: 4096, offset: 0, flags: 0) }.answer()
-        XCTAssertEqual(got.map { String(decoding: $0, as: UTF8.self) }, "kept\nlast line\n")
-        XCTAssertNotNil(request { filesystem.release($0, fh: r) }.answer())
+        XCTAssertEqual(try readAfterRestart(data, path: ["jobs"]), "kept\nlast line\n")
     }
 }

@@ -76,12 +76,7 @@ class GroupReaderTests: FileSystemTestCase {
 
 /// The same tests on the embedded store, whose group journals are pipes on disk.
 final class EmbeddedGroupReaderTests: GroupReaderTests {
-    private var data = ""
-
-    override func makeStore() throws -> PipeStore {
-        data = try temporaryDirectory() + "/data"
-        return try EmbeddedStore(directory: data, logger: Self.logger)
-    }
+    override func makeStore() throws -> PipeStore { try makeEmbeddedStore() }
 
     /// A job done (its reader read again) stays done for the next daemon on the same data directory.
     func testAGroupsProgressOutlivesTheStore() throws {
@@ -93,17 +88,6 @@ final class EmbeddedGroupReaderTests: GroupReaderTests {
         XCTAssertEqual(job(a), "second\n")   // this read marks "first" done
         _ = close(a)                          // "second" was not done: it goes back
         shutDown()
-        let next = try EmbeddedStore(directory: data, logger: Self.logger)
-        defer { next.shutdown() }
-        let filesystem = PipeFileSystem(store: next, options: .init(), logger: Self.logger)
-        func lookUp(_ name: String, in parent: UInt64) throws -> UInt64 {
-            try XCTUnwrap(request { filesystem.lookup($0, parent: parent, name: EntryName(name)) }.answer()).ino
-        }
-        let ino = try lookUp("jobs", in: try lookUp("g", in: try lookUp(".group", in: Inodes.root)))
-        let r = try XCTUnwrap(request { filesystem.open($0, ino: ino, flags: O_RDONLY) }.answer()).fh
-        let got = request { filesystem.read($0, fh: r, size: 4096, offset: 0, flags: 0) }.answer()
-        XCTAssertEqual(got.map { String(decoding: $0, as: UTF8.self) }, "second\n")
-        XCTAssertNotNil(request { filesystem.release($0, fh: r) }.answer())
-        filesystem.groups.shutdown()
+        XCTAssertEqual(try readAfterRestart(data, path: [".group", "g", "jobs"]), "second\n")
     }
 }
