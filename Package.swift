@@ -26,6 +26,8 @@ let package = Package(
         // librdkafka >= 2.3 (scripts/setup builds it into /usr/local where the system's is older).
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka"),
 
+        // The loop that serves a libfuse session: leader/followers, spinning briefly before it sleeps.
+        .target(name: "CFuseLoop", linkerSettings: [.linkedLibrary("fuse3")]),
         // CRC-32C with the CPU's instruction, which Swift cannot reach (the embedded store checksums every record).
         .target(name: "CCRC32C"),
 
@@ -46,7 +48,7 @@ let package = Package(
         ]),
         // The kernel interface: libfuse's callbacks and replies over DNPipesFileSystem.
         .target(name: "DNPipesFUSE", dependencies: [
-            "CFuse", "DNPipesCore", "DNPipesFileSystem", .product(name: "Logging", package: "swift-log"),
+            "CFuse", "CFuseLoop", "DNPipesCore", "DNPipesFileSystem", .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // The command line.

@@ -9,16 +9,6 @@
 #include <stddef.h>
 #include <poll.h>
 
-static inline int dnp_session_loop_mt(struct fuse_session *se, unsigned int max_threads) {
-    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-    if (!cfg) return -ENOMEM;
-    fuse_loop_cfg_set_max_threads(cfg, max_threads);
-    fuse_loop_cfg_set_idle_threads(cfg, max_threads / 2);
-    int rc = fuse_session_loop_mt(se, cfg);
-    fuse_loop_cfg_destroy(cfg);
-    return rc;
-}
-
 // A pipe is a seekable file whose every read reaches the daemon: no page cache (the content grows and is
 // reset elsewhere), but positions, so programs that seek back (bash's read, head) work as on a file.
 static inline void dnp_fi_set_pipe(struct fuse_file_info *fi) {

@@ -1,4 +1,5 @@
 import CFuse
+import CFuseLoop
 import Foundation
 import Logging
 import DNPipesFileSystem
@@ -22,14 +23,18 @@ public final class FuseMount: @unchecked Sendable {
     /// With metrics on, each callback is wrapped to time its request (see `FuseMetrics`).
     private var operations = FuseMetrics.isEnabled ? instrumented(makeOperations()) : makeOperations()
     private let threads: UInt32
+    private let busyPollMicroseconds: UInt32
 
     /// `fuseOptions` are passed to libfuse as `-o` options (allow_other, default_permissions, fsname, ...).
+    /// After a request, the reading worker asks for the next one for `busyPollMicroseconds` before it sleeps
+    /// (see Sources/CFuseLoop/fuse_serve.c).
     public init(filesystem: PipeFileSystem, mountpoint: String, fuseOptions: [String], threads: UInt32 = 16,
-                logger: Logger) throws {
+                busyPollMicroseconds: UInt32 = 100, logger: Logger) throws {
         self.filesystem = filesystem
         self.mountpoint = mountpoint
         self.logger = logger
         self.threads = threads
+        self.busyPollMicroseconds = busyPollMicroseconds
         var argv = ["dnpipes"]
         if !fuseOptions.isEmpty { argv += ["-o", fuseOptions.joined(separator: ",")] }
         var cStrings = argv.map { strdup($0) }
@@ -67,14 +72,14 @@ public final class FuseMount: @unchecked Sendable {
 
     /// Serves requests until the file system is unmounted or `stop()` is called. Returns 0 on a clean end.
     public func run() -> Int32 {
-        let rc = dnp_session_loop_mt(session, threads)
+        let rc = dnp_fuse_serve(session, threads, busyPollMicroseconds)
         return rc
     }
 
     /// Ends the loop and unmounts (from a signal handler's queue).
     public func stop() {
         fuse_session_exit(session)
-        // The loop's threads sit in read(2) on /dev/fuse; detaching the mount makes those reads fail at once.
+        // The loop's reader sleeps in poll(2) on /dev/fuse; detaching the mount wakes it, and its next read ends the loop.
         if umount2(mountpoint, Int32(MNT_DETACH)) != 0 {
             // Not root: ask fusermount3.
             let p = Process()

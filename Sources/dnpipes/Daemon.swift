@@ -121,7 +121,8 @@ enum Daemon {
         let mount: FuseMount
         do {
             mount = try FuseMount(filesystem: filesystem, mountpoint: settings.mountpoint,
-                                  fuseOptions: settings.fuseOptions, logger: logger)
+                                  fuseOptions: settings.fuseOptions,
+                                  busyPollMicroseconds: settings.busyPollMicroseconds, logger: logger)
             try mount.mount()
         } catch {
             logger.critical("\(error)")

@@ -33,6 +33,8 @@ struct Mount: ParsableCommand {
                                   (Kafka; default 10)
           retention=AGE           same as --retention
           metrics_address=H:P     same as --metrics-address
+          busy_poll_us=N          after a request, the daemon asks for the next one this long
+                                  before it sleeps, at idle priority (default 100; 0: never)
           allow_other             let other users use the mount (file modes are then enforced)
           default_permissions     let the kernel check file modes
           uid=N, gid=N            owner of the pipes and directories (default: the daemon's user and group)
@@ -104,6 +106,7 @@ struct Mount: ParsableCommand {
         var groups: GroupSettings
         var defaultRetention: Retention
         var metricsAddress: String?
+        var busyPollMicroseconds: UInt32
     }
 
     func settings() throws -> Settings {
@@ -142,7 +145,8 @@ struct Mount: ParsableCommand {
             groups: GroupSettings(maxDeliveries: parsed.maxDeliveries ?? 5, deadLetterSuffix: parsed.deadLetterSuffix ?? ".dead",
                                   memberTimeout: parsed.groupTimeout ?? 10, othersMayBeAlive: brokers != nil),
             defaultRetention: try retention.map { try Retention(parsing: $0) } ?? parsed.retention ?? .none,
-            metricsAddress: metricsAddress ?? parsed.metricsAddress)
+            metricsAddress: metricsAddress ?? parsed.metricsAddress,
+            busyPollMicroseconds: parsed.busyPollMicroseconds ?? 100)
     }
 
     static func defaultDataDirectory() -> String {

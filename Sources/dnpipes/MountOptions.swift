@@ -20,6 +20,8 @@ struct MountOptions: Equatable {
     var retention: Retention?
     /// Where Prometheus scrapes the daemon's metrics (HOST:PORT); off when nil.
     var metricsAddress: String?
+    /// How long the daemon's reading thread keeps asking for the next request before it sleeps (µs).
+    var busyPollMicroseconds: UInt32?
     var fuse: [String] = []
     var kafka: [(String, String)] = []
 
@@ -29,6 +31,7 @@ struct MountOptions: Equatable {
             && a.uid == b.uid && a.gid == b.gid && a.mode == b.mode
             && a.maxDeliveries == b.maxDeliveries && a.deadLetterSuffix == b.deadLetterSuffix && a.groupTimeout == b.groupTimeout
             && a.retention == b.retention && a.metricsAddress == b.metricsAddress
+            && a.busyPollMicroseconds == b.busyPollMicroseconds
             && a.fuse == b.fuse && a.kafka.map { "\($0)=\($1)" } == b.kafka.map { "\($0)=\($1)" }
     }
 
@@ -104,6 +107,11 @@ struct MountOptions: Equatable {
                 case "metrics_address":
                     guard let value, !value.isEmpty else { throw Invalid(description: "option metrics_address needs HOST:PORT") }
                     result.metricsAddress = value
+                case "busy_poll_us":
+                    guard let value, let us = UInt32(value), us <= 1000 else {
+                        throw Invalid(description: "option busy_poll_us needs microseconds, from 0 to 1000")
+                    }
+                    result.busyPollMicroseconds = us
                 case "ro":
                     throw Invalid(description: "option ro is not supported: a pipe directory is written to by design")
                 case _ where key.hasPrefix("kafka."):
