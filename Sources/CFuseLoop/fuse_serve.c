@@ -11,9 +11,11 @@
 // its CPU at once, then sleeps in poll(2). A request that came while the reader was waiting is processed by
 // the reader itself, which then reads again: one thread, no wake-up. A request that was already queued when
 // the reader came back means the mount is busy: the reader then passes its turn to a sleeping worker before
-// it processes, so busy mounts have every worker reading and processing side by side. Callbacks never wait
-// (a request that must wait is parked and answered later from another thread), so a request processed by
-// the reader holds the others back only for as long as its callback runs.
+// it processes, so busy mounts have every worker reading and processing side by side. So does a request
+// that carries more than LARGE_REQUEST bytes (a large write): the embedded store answers a write and then
+// encodes and writes its records in the same callback, while the writer's next write should already be
+// read. Callbacks never wait (a request that must wait is parked and answered later from another thread),
+// so a request processed by the reader holds the others back only for as long as its callback runs.
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 312
 #include <fuse3/fuse_lowlevel.h>
@@ -28,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#define LARGE_REQUEST (64 * 1024)
 
 struct serve {
     struct fuse_session *se;
@@ -128,7 +132,8 @@ static void *worker(void *arg) {
         pthread_mutex_unlock(&s->lock);
 
         int res, queued;
-        while ((res = next_request(s, &buf, &queued)) > 0 && !queued) fuse_session_process_buf(s->se, &buf);
+        while ((res = next_request(s, &buf, &queued)) > 0 && !queued && buf.size <= LARGE_REQUEST)
+            fuse_session_process_buf(s->se, &buf);
         pass_turn(s, res);
         if (res <= 0) break;
         fuse_session_process_buf(s->se, &buf);
