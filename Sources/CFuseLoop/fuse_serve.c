@@ -1,24 +1,29 @@
 // The request loop that serves a libfuse session.
 //
-// Why not fuse_session_loop_mt: there every request goes to a worker asleep in read(2) on /dev/fuse, and the
-// next read is left to another sleeping worker. A program that makes one small request at a time (bash's
-// `read` asks the daemon whether the file is a terminal on every line) then pays, per request, for waking
-// a thread and, on a virtual machine whose idle CPUs halt, for waking a halted CPU: about 45 µs a round trip
-// where this loop takes about 20.
+// Why not fuse_session_loop_mt: there every request goes to a worker asleep in read(2) on /dev/fuse. A
+// program that makes one small request after another (bash's `read` asks the daemon whether the file is a
+// terminal on every line; a line-buffered writer writes each line) then pays, per request, for waking a
+// thread and, on a virtual machine whose idle CPUs halt, for waking a halted CPU.
 //
 // Here one worker at a time holds the reader's turn. It reads without blocking; when nothing is there it
-// keeps asking for a short while (`spin`), as a SCHED_IDLE thread so that any other runnable thread takes
-// its CPU at once, then sleeps in poll(2). A request that came while the reader was waiting is processed by
-// the reader itself, which then reads again: one thread, no wake-up. A request that was already queued when
-// the reader came back means the mount is busy: the reader then passes its turn to a sleeping worker before
-// it processes, so busy mounts have every worker reading and processing side by side. So does a request
-// that carries more than LARGE_REQUEST bytes (a large write): the embedded store answers a write and then
-// encodes and writes its records in the same callback, while the writer's next write should already be
-// read. Callbacks never wait (a request that must wait is parked and answered later from another thread),
-// so a request processed by the reader holds the others back only for as long as its callback runs.
+// sleeps in poll(2), except after a request from the same process as the one before it: then it keeps
+// asking for `spin` first, yielding its CPU to any other runnable thread at every try, because that process
+// is likely to ask again as soon as it has its answer. Requests from several processes in turn (workers of
+// a queue, readers of a fan-out) get no such polling: they keep the CPUs busy on their own, and a polling
+// thread would only take time from them.
+//
+// A request that came while the reader was waiting is processed by the reader itself, which then reads
+// again: one thread, no wake-up. A request that was already queued when the reader came back means the
+// mount is busy: the reader then passes its turn to a sleeping worker before it processes, so busy mounts
+// have every worker reading and processing side by side. So does a request that carries more than
+// LARGE_REQUEST bytes (a large write): the embedded store answers a write and then encodes and writes its
+// records in the same callback, while the writer's next write should already be read. Callbacks never wait
+// (a request that must wait is parked and answered later from another thread), so a request processed by
+// the reader holds the others back only for as long as its callback runs.
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 312
 #include <fuse3/fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include "fuse_serve.h"
 
 #include <errno.h>
@@ -37,11 +42,13 @@ struct serve {
     struct fuse_session *se;
     int fd;
     uint64_t spin_ns;
-    int idle_priority;  // readers may drop to SCHED_IDLE while they spin, and come back
     pthread_mutex_t lock;
     pthread_cond_t turn;
     int reading;        // a worker holds the reader's turn
     int error;          // the first error that ended the loop, negative
+    // Read and written only by the worker holding the reader's turn (the turn passes under `lock`).
+    uint32_t last_pid;  // the process that sent the last request
+    int same_caller;    // the last two requests came from one process
 };
 
 static uint64_t now_ns(void) {
@@ -50,48 +57,25 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int set_policy(int policy) {
-    struct sched_param param;
-    memset(&param, 0, sizeof param);
-    return sched_setscheduler(0, policy, &param);  // 0: the calling thread
-}
-
-// A thread that drops to SCHED_IDLE may come back to SCHED_OTHER only with CAP_SYS_NICE or a high enough
-// RLIMIT_NICE. Tried on a thread of its own, so a daemon without that right never strands a worker.
-static void *probe_idle_priority(void *arg) {
-    (void)arg;
-    int ok = set_policy(SCHED_IDLE) == 0 && set_policy(SCHED_OTHER) == 0;
-    return (void *)(intptr_t)ok;
-}
-
-static int idle_priority_allowed(void) {
-    pthread_t t;
-    void *ok = NULL;
-    if (pthread_create(&t, NULL, probe_idle_priority, NULL) != 0) return 0;
-    pthread_join(t, &ok);
-    return ok != NULL;
-}
-
 // Reads the next request into `buf`: > 0 a request, 0 the session ended, < 0 an error. `*queued` says
 // whether the request was there at the first try.
 static int next_request(struct serve *s, struct fuse_buf *buf, int *queued) {
-    int idle = 0;
     uint64_t deadline = 0;
+    int spin = s->spin_ns && s->same_caller;
     int res;
     *queued = 1;
     for (;;) {
         res = fuse_session_receive_buf(s->se, buf);
         if (res != -EAGAIN && res != -EINTR) break;
         *queued = 0;
-        if (res == -EAGAIN && s->spin_ns) {
+        if (res == -EAGAIN && spin) {
             uint64_t now = now_ns();
             if (deadline == 0) deadline = now + s->spin_ns;
             if (now < deadline) {
-                if (!idle && s->idle_priority) idle = set_policy(SCHED_IDLE) == 0;
+                sched_yield();
                 continue;
             }
         }
-        if (idle) idle = set_policy(SCHED_OTHER) != 0;
         struct pollfd p = {.fd = s->fd, .events = POLLIN};
         if (poll(&p, 1, -1) < 0 && errno != EINTR) {
             res = -errno;
@@ -99,7 +83,11 @@ static int next_request(struct serve *s, struct fuse_buf *buf, int *queued) {
         }
         // POLLERR means unmounted: the next read says so (ENODEV ends the session).
     }
-    if (idle) set_policy(SCHED_OTHER);
+    if (res >= (int)sizeof(struct fuse_in_header) && !(buf->flags & FUSE_BUF_IS_FD)) {
+        uint32_t pid = ((const struct fuse_in_header *)buf->mem)->pid;
+        s->same_caller = pid != 0 && pid == s->last_pid;
+        s->last_pid = pid;
+    }
     return res;
 }
 
@@ -148,7 +136,6 @@ int dnp_fuse_serve(struct fuse_session *se, unsigned threads, unsigned spin_us) 
     s.se = se;
     s.fd = fuse_session_fd(se);
     s.spin_ns = (uint64_t)spin_us * 1000u;
-    s.idle_priority = spin_us > 0 && idle_priority_allowed();
     if (threads == 0) threads = 1;
     int flags = fcntl(s.fd, F_GETFL);
     if (flags < 0 || fcntl(s.fd, F_SETFL, flags | O_NONBLOCK) < 0) return -errno;

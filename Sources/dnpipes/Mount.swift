@@ -33,8 +33,9 @@ struct Mount: ParsableCommand {
                                   (Kafka; default 10)
           retention=AGE           same as --retention
           metrics_address=H:P     same as --metrics-address
-          busy_poll_us=N          after a request, the daemon asks for the next one this long
-                                  before it sleeps, at idle priority (default 100; 0: never)
+          busy_poll_us=N          after a request from the process that sent the one before, the
+                                  daemon asks for the next one this long before it sleeps
+                                  (default 100; 0: never)
           allow_other             let other users use the mount (file modes are then enforced)
           default_permissions     let the kernel check file modes
           uid=N, gid=N            owner of the pipes and directories (default: the daemon's user and group)
