@@ -26,7 +26,8 @@ let package = Package(
         // librdkafka >= 2.3 (scripts/setup builds it into /usr/local where the system's is older).
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka"),
 
-        // The loop that serves a libfuse session: leader/followers, spinning briefly before it sleeps.
+        // The loop that serves a libfuse session: one reader at a time, a lone request answered by the thread
+        // that read it, a short poll for the next request of the same process before it sleeps.
         .target(name: "CFuseLoop", linkerSettings: [.linkedLibrary("fuse3")]),
         // CRC-32C with the CPU's instruction, which Swift cannot reach (the embedded store checksums every record).
         .target(name: "CCRC32C"),
