@@ -26,10 +26,10 @@ public final class FuseMount: @unchecked Sendable {
     private let busyPollMicroseconds: UInt32
 
     /// `fuseOptions` are passed to libfuse as `-o` options (allow_other, default_permissions, fsname, ...).
-    /// After a request, the reading worker asks for the next one for `busyPollMicroseconds` before it sleeps
-    /// (see Sources/CFuseLoop/fuse_serve.c).
+    /// After a request from the process that sent the one before, the reading worker asks for the next one
+    /// for `busyPollMicroseconds` before it sleeps; 0 never does (see Sources/CFuseLoop/fuse_serve.c).
     public init(filesystem: PipeFileSystem, mountpoint: String, fuseOptions: [String], threads: UInt32 = 16,
-                busyPollMicroseconds: UInt32 = 100, logger: Logger) throws {
+                busyPollMicroseconds: UInt32, logger: Logger) throws {
         self.filesystem = filesystem
         self.mountpoint = mountpoint
         self.logger = logger

@@ -20,7 +20,8 @@ struct MountOptions: Equatable {
     var retention: Retention?
     /// Where Prometheus scrapes the daemon's metrics (HOST:PORT); off when nil.
     var metricsAddress: String?
-    /// How long the daemon's reading thread keeps asking for the next request before it sleeps (µs).
+    /// How long the daemon's reading thread keeps asking for the next request of the process that sent the
+    /// last two before it sleeps (µs).
     var busyPollMicroseconds: UInt32?
     var fuse: [String] = []
     var kafka: [(String, String)] = []

@@ -4,11 +4,16 @@ import XCTest
 /// the one before, the reading worker keeps asking for the next one for `busy_poll_us`, then sleeps;
 /// `busy_poll_us=0` never does.
 final class RequestLoopTests: MountTestCase {
+    /// A shell line that pushes `lines` lines of 80 bytes to `pipe`.
+    private func push(_ lines: Int, to pipe: String) -> String {
+        #"python3 -c 'import sys; sys.stdout.write("".join("%079d\n" % i for i in range(\#(lines))))' > \#(pipe)"#
+    }
+
     /// One `TCGETS` round trip per line: bash's `read` asks whether its input is a terminal on every line.
     /// Each count of lines has a pipe of its own, so that a loop reads only its own lines.
     private func readLoop(_ lines: Int = 3000) -> String {
         """
-        python3 -c 'import sys; sys.stdout.write("".join("%079d\\n" % i for i in range(\(lines))))' > lines\(lines)
+        \(push(lines, to: "lines\(lines)"))
         n=0; while IFS= read -r l; do n=$((n + 1)); done < .drain/lines\(lines); echo "$n"
         """
     }
@@ -25,7 +30,7 @@ final class RequestLoopTests: MountTestCase {
     /// The daemon's CPU time over a 20,000-line read loop by one process, and the loop's own time, in ticks.
     private func cpuDuringReadLoop() -> (daemon: Int, wall: Int) {
         let out = ok("""
-        python3 -c 'import sys; sys.stdout.write("".join("%079d\\n" % i for i in range(20000)))' > timed
+        \(push(20000, to: "timed"))
         ticks() { awk '{ print $14 + $15 }' /proc/\(daemonPID)/stat; }
         a=$(ticks); s=$(date +%s%N)
         n=0; while IFS= read -r l; do n=$((n + 1)); done < .drain/timed
