@@ -2,6 +2,7 @@ import CFuse
 import CFuseLoop
 import Foundation
 import Logging
+import DNPipesCore
 import DNPipesFileSystem
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,7 @@ import Glibc
 /// A FUSE session serving a `PipeFileSystem` at a mount point: mount, serve until unmounted or told to stop,
 /// then clean up.
 // @unchecked Sendable: the session is set in init and torn down after the loop returned; from other threads
-// only fuse_session_exit and umount reach it, which libfuse allows while the loop runs.
+// only the stop signals' handler reaches it (through the stop pipe) while the loop runs.
 public final class FuseMount: @unchecked Sendable {
     public struct MountError: Error, CustomStringConvertible {
         public let description: String
@@ -24,6 +25,10 @@ public final class FuseMount: @unchecked Sendable {
     private var operations = FuseMetrics.isEnabled ? instrumented(makeOperations()) : makeOperations()
     private let threads: UInt32
     private let busyPollMicroseconds: UInt32
+    /// The loop's reader polls `stopPipe[0]` beside /dev/fuse; the stop signals' handler writes to `stopPipe[1]`.
+    private var stopPipe: [Int32] = [-1, -1]
+    /// Set by `detach()`, so that the teardown does not unmount a second time.
+    private let detached = LockedValue(false)
 
     /// `fuseOptions` are passed to libfuse as `-o` options (allow_other, default_permissions, fsname, ...).
     /// After a request from the process that sent the one before, the reading worker asks for the next one
@@ -52,6 +57,16 @@ public final class FuseMount: @unchecked Sendable {
             throw MountError(description: "libfuse refused the options \(fuseOptions.joined(separator: ","))")
         }
         self.session = session
+        guard pipe(&stopPipe) == 0,
+              stopPipe.allSatisfy({ fcntl($0, F_SETFD, FD_CLOEXEC) == 0 && fcntl($0, F_SETFL, O_NONBLOCK) == 0 }) else {
+            fuse_session_destroy(session)
+            self.session = nil
+            throw MountError(description: "cannot make the loop's stop pipe: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    deinit {
+        stopPipe.filter { $0 >= 0 }.forEach { close($0) }
     }
 
     /// Mounts. A mount point left behind by a daemon that died (ENOTCONN) is detached first.
@@ -70,29 +85,48 @@ public final class FuseMount: @unchecked Sendable {
         }
     }
 
-    /// Serves requests until the file system is unmounted or `stop()` is called. Returns 0 on a clean end.
+    /// Serves requests until the file system is unmounted or a signal given to `stopOnSignals` comes.
+    /// Returns 0 on a clean end.
     public func run() -> Int32 {
-        let rc = dnp_fuse_serve(session, threads, busyPollMicroseconds)
-        return rc
+        dnp_fuse_serve(session, threads, busyPollMicroseconds, stopPipe[0])
     }
 
-    /// Ends the loop and unmounts (from a signal handler's queue).
-    public func stop() {
-        fuse_session_exit(session)
-        // The loop's reader sleeps in poll(2) on /dev/fuse; detaching the mount wakes it, and its next read ends the loop.
-        if umount2(mountpoint, Int32(MNT_DETACH)) != 0 {
-            // Not root: ask fusermount3.
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/fusermount3")
-            p.arguments = ["-u", "-z", mountpoint]
-            try? p.run()
-            p.waitUntilExit()
+    /// From now on SIGTERM, SIGINT and SIGHUP end `run()` at once, whatever the process's threads are doing
+    /// (see `dnp_stop_on_signals`); `stopSignal` then says which came.
+    public func stopOnSignals() throws {
+        let rc = dnp_stop_on_signals(stopPipe[1])
+        guard rc == 0 else { throw MountError(description: "cannot handle signals: \(String(cString: strerror(-rc)))") }
+    }
+
+    /// The signal that ended `run()`, if one did.
+    public var stopSignal: Int32? {
+        let signal = dnp_stop_signal()
+        return signal == 0 ? nil : signal
+    }
+
+    /// Detaches the mount once the loop has ended: the mount point shows the directory beneath from now on,
+    /// while files still open keep the detached mount until they are closed. Requests parked before the loop
+    /// ended can still be answered; any other request of theirs gets the kernel's ECONNABORTED once
+    /// `unmountAndDestroy` closes the session.
+    public func detach() {
+        if umount2(mountpoint, Int32(MNT_DETACH)) == 0 {
+            detached.withLock { $0 = true }
+            return
         }
+        // Not root: ask fusermount3.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/fusermount3")
+        p.arguments = ["-u", "-z", mountpoint]
+        try? p.run()
+        p.waitUntilExit()
+        if p.terminationReason == .exit && p.terminationStatus == 0 { detached.withLock { $0 = true } }
     }
 
     public func unmountAndDestroy() {
         guard let session else { return }
-        fuse_session_unmount(session)
+        // Detached already: unmounting again would fail (EINVAL) while its files are open; closing the
+        // session's descriptor, which fuse_session_destroy does, ends the detached mount's connection.
+        if !detached.withLock({ $0 }) { fuse_session_unmount(session) }
         fuse_session_destroy(session)
         self.session = nil
     }

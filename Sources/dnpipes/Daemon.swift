@@ -123,6 +123,8 @@ enum Daemon {
             mount = try FuseMount(filesystem: filesystem, mountpoint: settings.mountpoint,
                                   fuseOptions: settings.fuseOptions,
                                   busyPollMicroseconds: settings.busyPollMicroseconds, logger: logger)
+            // Before the mount exists: a signal from then on ends the loop as soon as it starts.
+            try mount.stopOnSignals()
             try mount.mount()
         } catch {
             logger.critical("\(error)")
@@ -137,29 +139,22 @@ enum Daemon {
         PidFile.write(for: settings.mountpoint)
         defer { PidFile.remove(for: settings.mountpoint) }
 
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler {
-                logger.info("signal \(sig): unmounting \(settings.mountpoint)")
-                mount.stop()
-                // A close waiting for the brokers keeps the mount, and so the loop, alive: answer it now.
-                DispatchQueue.global().async { store.stopTakingWrites() }
-            }
-            source.resume()
-            sources.append(source)
-        }
         if let readyFD {
             var one: UInt8 = 1
             _ = write(readyFD, &one, 1)
             close(readyFD)
         }
         let rc = mount.run()
+        if let signal = mount.stopSignal {
+            logger.info("signal \(signal): unmounting \(settings.mountpoint)")
+            mount.detach()
+            // Closes waiting for the brokers are answered now (within the store's bound), while the session
+            // can still carry their answers.
+            store.stopTakingWrites()
+        }
         filesystem.groups.shutdown()
         store.shutdown()
         mount.unmountAndDestroy()
-        sources.forEach { $0.cancel() }
         logger.info("unmounted \(settings.mountpoint)\(rc == 0 ? "" : " (loop ended with \(rc))")")
     }
 }

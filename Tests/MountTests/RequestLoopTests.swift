@@ -88,4 +88,60 @@ final class RequestLoopTests: MountTestCase {
         """#, timeout: 120)
         XCTAssertEqual(out, "done\n")
     }
+
+    /// A daemon told to stop ends at once, though nothing asks it anything: a reader is parked (it has read
+    /// everything and waits for more) and a writer keeps its file open, so the detached mount stays alive and
+    /// /dev/fuse never says it is gone. The script leaves the mount first, so that nothing it runs (a
+    /// process started with its working directory there) sends a request that would wake the daemon.
+    /// The parked reader then gets an error, not a hang.
+    func testASignalledDaemonStopsWhileReadersWaitAndFilesStayOpen() {
+        let pid = daemonPID
+        XCTAssertFalse(pid.isEmpty, "no daemon pid")
+        let out = ok("""
+        cd "$ROOT"
+        mkfifo "$MNT/p"
+        exec 3>"$MNT/p"; echo one >&3
+        cat "$MNT/p" > "$ROOT/read" 2>/dev/null & reader=$!
+        for i in $(seq 100); do grep -q one "$ROOT/read" && grep -q request_wait_answer /proc/$reader/wchan && break; sleep 0.05; done
+        kill -TERM \(pid)
+        for i in $(seq 100); do kill -0 \(pid) 2>/dev/null || break; sleep 0.1; done
+        kill -0 \(pid) 2>/dev/null && echo "the daemon still runs after 10 s"
+        timeout 10 tail --pid=$reader -f /dev/null || echo "the reader still waits"
+        wait $reader; echo "reader exited $?"
+        cat "$ROOT/read"
+        exec 3>&- 2>/dev/null
+        """, timeout: 60)
+        XCTAssertEqual(out, "reader exited 1\none\n")
+    }
+
+    /// A daemon signalled while it is busy (writers, readers and listings at once, so that requests queue up
+    /// and the reader's turn is being passed between workers) still ends, and every client returns, with a
+    /// success or an error. The clients work from inside the mount, so they keep using it once it is detached
+    /// (as programs that hold its files or directories do) and fail only when the daemon is gone. Several
+    /// rounds, the signal at a different moment in each.
+    func testADaemonSignalledUnderLoadEndsAndEveryClientReturns() throws {
+        for round in 0..<6 {
+            if round > 0 { try mount() }
+            let pid = daemonPID
+            XCTAssertFalse(pid.isEmpty, "round \(round): no daemon pid")
+            let out = ok("""
+            for i in $(seq 4); do mkfifo "w$i"; done
+            pids=()
+            for i in $(seq 4); do (for n in $(seq 200); do seq 2000 > "w$i" || exit 0; done) 2>/dev/null & pids+=($!); done
+            for i in $(seq 4); do cat "w$i" > /dev/null 2>&1 & pids+=($!); done
+            for i in $(seq 4); do (while ls > /dev/null; do :; done) 2>/dev/null & pids+=($!); done
+            sleep 0.\(2 + round)
+            kill -TERM \(pid)
+            for i in $(seq 150); do kill -0 \(pid) 2>/dev/null || break; sleep 0.1; done
+            kill -0 \(pid) 2>/dev/null && echo "the daemon still runs 15 s after the signal"
+            left=0
+            for p in "${pids[@]}"; do timeout 15 tail --pid=$p -f /dev/null || left=$((left + 1)); done
+            [ $left = 0 ] || { echo "$left clients never returned"; kill -9 "${pids[@]}" 2>/dev/null; }
+            wait
+            echo ended
+            """, timeout: 150)
+            XCTAssertEqual(out, "ended\n", "round \(round)")
+            unmountAll()
+        }
+    }
 }
