@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "dnpipes", targets: ["dnpipes"]),
         .executable(name: "dnpipes-bench", targets: ["dnpipes-bench"]),
+        .executable(name: "dnpipes-fuse-ceiling", targets: ["dnpipes-fuse-ceiling"]),
         .executable(name: "dnpipes-csi", targets: ["dnpipes-csi"]),
     ],
     dependencies: [
@@ -74,6 +75,8 @@ let package = Package(
         .executableTarget(name: "dnpipes-bench", dependencies: [
             "CRdKafka", "DNPipesTestSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The benchmark's peer for reads through FUSE: one file served from memory by libfuse's own loop.
+        .executableTarget(name: "dnpipes-fuse-ceiling", linkerSettings: [.linkedLibrary("fuse3")]),
 
         // Helpers shared by the tests and the benchmark (a seeded generator, free loopback ports, the test
         // broker, an in-memory PipeStore).

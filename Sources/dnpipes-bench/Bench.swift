@@ -56,7 +56,8 @@ struct Run: ParsableCommand {
             let e = try PipeMount(binary: binary, path: work + "/mnt-e", dataDirectory: work + "/data-e")
             teardown.add { e.unmount() }
             if wanted.contains("embedded") {
-                comparisons += try EmbeddedThroughput(mount: e, scratch: work, data: data, lines: lines, rounds: rounds).run()
+                comparisons += try EmbeddedThroughput(mount: e, scratch: work, data: data, lines: lines, rounds: rounds,
+                                                      ceiling: (me as NSString).deletingLastPathComponent + "/dnpipes-fuse-ceiling").run()
             }
             if wanted.contains("programs") {
                 comparisons += try ProgramThroughput(mount: e, scratch: work, rounds: rounds).run()

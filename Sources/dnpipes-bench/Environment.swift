@@ -101,3 +101,34 @@ func makeDataFile(_ path: String, lines: Int, lineBytes: Int) throws {
     }
     out.write(Data(chunk))
 }
+
+/// `dnpipes-fuse-ceiling` (Sources/dnpipes-fuse-ceiling) mounted at `path`, serving a copy of `file` from
+/// memory as `path/f`: the most a read through FUSE gets on this machine, with the options of a `.drain`.
+final class FuseCeiling {
+    let path: String
+    private let pid: pid_t
+    private var stopped = false
+
+    init(binary: String, path: String, file: String) throws {
+        guard FileManager.default.isExecutableFile(atPath: binary) else { throw BenchError("no dnpipes-fuse-ceiling binary at \(binary)") }
+        self.path = path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        pid = try spawn([binary, path, file])
+        let size = (try FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)?.int64Value ?? -1
+        for _ in 0..<200 {
+            if let served = try? FileManager.default.attributesOfItem(atPath: path + "/f")[.size] as? NSNumber,
+               served.int64Value == size { return }
+            usleep(50_000)
+        }
+        stop()
+        throw BenchError("dnpipes-fuse-ceiling did not serve \(file) at \(path) within 10 s")
+    }
+
+    /// Unmounts (which ends the server's loop) and waits for the server to exit.
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        if umount2(path, 0) != 0 { kill(pid, SIGTERM) }
+        _ = waitExit(pid)
+    }
+}

@@ -48,19 +48,29 @@ struct EmbeddedThroughput {
     let data: String
     let lines: Int
     let rounds: Int
+    /// The dnpipes-fuse-ceiling binary: the same lines read through a FUSE server answering from memory.
+    let ceiling: String
 
     func run() throws -> [Comparison] {
-        var pushFS = [Double](), pushFile = [Double](), pullFS = [Double](), pullFile = [Double]()
+        var pushFS = [Double](), pushFile = [Double](), pullFS = [Double](), pullFile = [Double](), pullCeiling = [Double]()
         for r in 0..<rounds {
             try mount.makePipe("embedded-\(r)")
             let plain = scratch + "/plain-\(r)"
             let viaFS = { pushFS.append(try shell("cat \(q(data)) > \(q(mount.path + "/embedded-\(r)"))")) }
             let viaFile = { pushFile.append(try shell("dd if=\(q(data)) of=\(q(plain)) bs=128k conv=fsync status=none")) }
             if r % 2 == 0 { try viaFS(); try viaFile() } else { try viaFile(); try viaFS() }
-            let readFS = { pullFS.append(try countLines("cat \(q(mount.path + "/.drain/embedded-\(r)"))", expect: lines)) }
-            let readFile = { pullFile.append(try countLines("cat \(q(plain))", expect: lines)) }
-            if r % 2 == 0 { try readFS(); try readFile() } else { try readFile(); try readFS() }
-            progress("embedded round \(r + 1)/\(rounds): push \(fmt(pushFS.last!)) s vs file+fsync \(fmt(pushFile.last!)) s; pull \(fmt(pullFS.last!)) s vs file \(fmt(pullFile.last!)) s")
+            let server = try FuseCeiling(binary: ceiling, path: scratch + "/ceiling", file: plain)
+            defer { server.stop() }
+            // The three reads take turns at going first.
+            var reads = [
+                { pullFS.append(try countLines("cat \(q(mount.path + "/.drain/embedded-\(r)"))", expect: lines)) },
+                { pullFile.append(try countLines("cat \(q(plain))", expect: lines)) },
+                { pullCeiling.append(try countLines("cat \(q(server.path + "/f"))", expect: lines)) },
+            ]
+            reads = Array(reads[(r % 3)...] + reads[..<(r % 3)])
+            for read in reads { try read() }
+            progress("embedded round \(r + 1)/\(rounds): push \(fmt(pushFS.last!)) s vs file+fsync \(fmt(pushFile.last!)) s; pull \(fmt(pullFS.last!)) s vs file \(fmt(pullFile.last!)) s vs FUSE ceiling \(fmt(pullCeiling.last!)) s")
+            server.stop()
             // Both sides start each round with the same amount of data on disk.
             unlink(plain)
             try shell("rm \(q(mount.path + "/embedded-\(r)"))")
@@ -68,6 +78,8 @@ struct EmbeddedThroughput {
         return [
             throughput("push (embedded store)", peer: "plain file + fsync", lines: lines, dnpipes: pushFS, peer: pushFile, atLeast: 0.5),
             throughput("pull (embedded store)", peer: "plain file read", lines: lines, dnpipes: pullFS, peer: pullFile, atLeast: nil),
+            throughput("pull (embedded store) vs FUSE", peer: "FUSE server answering from memory", lines: lines,
+                       dnpipes: pullFS, peer: pullCeiling, atLeast: nil),
         ]
     }
 }
