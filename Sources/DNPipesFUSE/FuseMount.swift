@@ -2,7 +2,6 @@ import CFuse
 import CFuseLoop
 import Foundation
 import Logging
-import DNPipesCore
 import DNPipesFileSystem
 #if canImport(Glibc)
 import Glibc
@@ -27,8 +26,9 @@ public final class FuseMount: @unchecked Sendable {
     private let busyPollMicroseconds: UInt32
     /// The loop's reader polls `stopPipe[0]` beside /dev/fuse; the stop signals' handler writes to `stopPipe[1]`.
     private var stopPipe: [Int32] = [-1, -1]
-    /// Set by `detach()`, so that the teardown does not unmount a second time.
-    private let detached = LockedValue(false)
+    /// Set by `detach()`, so that the teardown does not unmount a second time. Both run on the daemon's
+    /// thread after the loop, one after the other.
+    private var detached = false
 
     /// `fuseOptions` are passed to libfuse as `-o` options (allow_other, default_permissions, fsname, ...).
     /// After a request from the process that sent the one before, the reading worker asks for the next one
@@ -110,7 +110,7 @@ public final class FuseMount: @unchecked Sendable {
     /// `unmountAndDestroy` closes the session.
     public func detach() {
         if umount2(mountpoint, Int32(MNT_DETACH)) == 0 {
-            detached.withLock { $0 = true }
+            detached = true
             return
         }
         // Not root: ask fusermount3.
@@ -119,14 +119,14 @@ public final class FuseMount: @unchecked Sendable {
         p.arguments = ["-u", "-z", mountpoint]
         try? p.run()
         p.waitUntilExit()
-        if p.terminationReason == .exit && p.terminationStatus == 0 { detached.withLock { $0 = true } }
+        detached = p.terminationReason == .exit && p.terminationStatus == 0
     }
 
     public func unmountAndDestroy() {
         guard let session else { return }
         // Detached already: unmounting again would fail (EINVAL) while its files are open; closing the
         // session's descriptor, which fuse_session_destroy does, ends the detached mount's connection.
-        if !detached.withLock({ $0 }) { fuse_session_unmount(session) }
+        if !detached { fuse_session_unmount(session) }
         fuse_session_destroy(session)
         self.session = nil
     }
