@@ -3,7 +3,7 @@ import CRdKafka
 import Logging
 
 /// The Kafka backend's metrics (recorded through swift-metrics; see the daemon's --metrics-address):
-/// messages the brokers did not take, and whether they answered the last metadata request.
+/// messages the brokers did not take, whether they answered the last metadata request, and what was fetched.
 enum KafkaMetrics {
     /// Messages whose delivery failed (after librdkafka's own retries), by error.
     static func deliveryFailed(_ err: rd_kafka_resp_err_t) {
@@ -12,6 +12,11 @@ enum KafkaMetrics {
     }
 
     private static let reachable = Gauge(label: "dnpipes_kafka_brokers_reachable")
+    private static let fetched = Counter(label: "dnpipes_kafka_fetched_messages_total")
+
+    /// Messages the mount's consumer took from the brokers (a message fetched again after a rewind counts
+    /// again): what reading pipes here costs the brokers.
+    static func messagesFetched(_ count: Int) { fetched.increment(by: count) }
 
     /// 1 while the brokers answer metadata requests (every two seconds), 0 once one went unanswered.
     static func brokersAnswered(_ answered: Bool) { reachable.record(answered ? 1 : 0) }

@@ -214,14 +214,18 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         // However the brokers fare, a stat is answered within 0.8 s, with what is known by then (a
         // healthy broker starts a stream and answers its first fetch in a fraction of that).
         DispatchQueue.global().asyncAfter(deadline: .now() + 0.8) { once.run() }
-        guard startStream || !isStreaming else {
-            return whenStreamed(to: partitionStreams.map { ($0, $0.bounds().end) }, timeout: 1, once)
-        }
+        guard startStream || !isStreaming else { return whenCounted(timeout: 1, once) }
         started(startStream) { [self] in
-            whenCaughtUp(timeout: 2) { [self] _ in
-                whenStreamed(to: partitionStreams.map { ($0, $0.bounds().end) }, timeout: 1, once)
-            }
+            whenCaughtUp(timeout: 2) { [self] _ in whenCounted(timeout: 1, once) }
         }
+    }
+
+    /// Runs `once` when every stream has counted what is known to be pushed now (a counting stream that
+    /// holds fetches again for it), or after `timeout` seconds.
+    private func whenCounted(timeout: Double, _ once: Once) {
+        let targets = partitionStreams.map { ($0, $0.bounds().end) }
+        for (stream, end) in targets { stream.count(upTo: end) }
+        whenStreamed(to: targets, timeout: timeout, once)
     }
 
     func makeWriter() throws -> PipeWriter {

@@ -61,6 +61,11 @@ final class PartitionStream: @unchecked Sendable {
     /// opened the pipe, only counts them: it holds no window, so listing many pipes costs no memory per pipe
     /// beyond their indexes. A reader that comes later rewinds to where it starts.
     private var retaining = true
+    /// A counting stream fetches only while a stat waits for its count: past `countTarget` it holds (the
+    /// consumer lets go of its partition, and takes it again at `position` when a stat or a reader wants
+    /// more), so that a mount writing a pipe nobody reads here does not fetch every message back.
+    private var holding = false
+    private var countTarget: Int64 = 0
 
     init(partition: Int32, windowBytes: Int, wakeConsumer: @escaping @Sendable () -> Void) {
         self.partition = partition
@@ -74,10 +79,22 @@ final class PartitionStream: @unchecked Sendable {
         lock.lock()
         let wasCounting = !retaining
         retaining = true
+        let wasHolding = holding
+        holding = false
         let rewind = wasCounting && index != nil && windowStart > resetFloor
         if rewind && (rewindTo ?? Int64.max) > resetFloor { rewindTo = resetFloor }
         lock.unlock()
-        if rewind { wakeConsumer() }
+        if rewind || wasHolding { wakeConsumer() }
+    }
+
+    /// A stat wants what lies below `end` counted: a holding stream fetches again until it has.
+    func count(upTo end: Int64) {
+        lock.lock()
+        countTarget = max(countTarget, end)
+        let resume = holding && position < countTarget
+        if resume { holding = false }
+        lock.unlock()
+        if resume { wakeConsumer() }
     }
 
     /// The stream only counts what it delivers until `retainForReaders`.
@@ -187,10 +204,11 @@ final class PartitionStream: @unchecked Sendable {
     // MARK: Fed by the consumer thread
 
     /// A batch of consumed records: their offsets, their payloads in one block, and which of them are reset
-    /// markers. Returns whether anything changed and whether the window is over its budget (the consumer then
-    /// stops serving the partition's queue until a reader makes room).
+    /// markers. Returns whether anything changed, whether the window is over its budget (the consumer then
+    /// stops serving the partition's queue until a reader makes room), and whether a counting stream has
+    /// counted what was asked (the consumer then lets go of the partition until `takeRequests` says resume).
     func deliver(offsets delivered: [Int64], block: MessageBlock, markers: Set<Int>,
-                 newestTimestamp: Int64 = -1, timestamps: [Int64] = []) -> (changed: Bool, full: Bool) {
+                 newestTimestamp: Int64 = -1, timestamps: [Int64] = []) -> (changed: Bool, full: Bool, hold: Bool) {
         lock.lock()
         defer { lock.unlock() }
         var changed = false
@@ -219,9 +237,10 @@ final class PartitionStream: @unchecked Sendable {
             if lastPush.map({ ($0.tv_sec, $0.tv_nsec) < (t.tv_sec, t.tv_nsec) }) ?? true { lastPush = t }
         }
         highWatermark = max(highWatermark, position)
+        if !retaining && caughtUp && position >= countTarget { holding = true }
         let full = windowSize > windowBytes
         if full { paused = true }
-        return (changed, full)
+        return (changed, full, holding)
     }
 
     /// The first fetch brought records and the partition's watermarks (from the fetch response): readers
@@ -329,13 +348,19 @@ final class PartitionStream: @unchecked Sendable {
         }
     }
 
+    /// Where the consumer fetches next when it takes a held partition again.
+    var nextOffset: Int64 {
+        lock.lock(); defer { lock.unlock() }
+        return position
+    }
+
     /// The consumer asks what to do for this partition before its next poll.
     func takeRequests() -> (rewind: Int64?, resume: Bool) {
         lock.lock(); defer { lock.unlock() }
         let r = rewindTo
         rewindTo = nil
         if r != nil { rewindPending = true }
-        return (r, !paused)
+        return (r, !paused && !holding)
     }
 
     /// The consumer has moved the partition's fetch position to `offset`: the window starts anew there.

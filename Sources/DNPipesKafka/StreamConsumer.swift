@@ -33,6 +33,9 @@ final class StreamConsumer: @unchecked Sendable {
     private var toUnassign: [KafkaPipe] = []
     /// Touched by the consumer thread only.
     private var assigned: [TopicPartition: Assigned] = [:]
+    /// Partitions let go while their counting streams hold (see `PartitionStream.count(upTo:)`); taken again
+    /// when their streams ask. Touched by the consumer thread only.
+    private var held: [TopicPartition: (pipe: KafkaPipe, stream: PartitionStream)] = [:]
 
     init(configuration: KafkaConfiguration, logger: Logger) throws {
         self.logger = logger
@@ -135,31 +138,21 @@ final class StreamConsumer: @unchecked Sendable {
         lock.unlock()
         for pipe in unassign {
             // Only this pipe's: a pipe of the same name made again since may already be assigned.
-            let keys = assigned.filter { $0.key.topic == pipe.topic && $0.value.pipe === pipe }.map(\.key)
-            guard !keys.isEmpty else { continue }
-            for key in keys { rd_kafka_queue_destroy(assigned.removeValue(forKey: key)!.queue) }
-            withTopicPartitionList(keys.map { ($0.topic, $0.partition, Int64(RD_KAFKA_OFFSET_INVALID)) }) { list in
-                if let error = rd_kafka_incremental_unassign(consumer, list) { rd_kafka_error_destroy(error) }
-            }
+            held = held.filter { !($0.key.topic == pipe.topic && $0.value.pipe === pipe) }
+            stopFetching(assigned.filter { $0.key.topic == pipe.topic && $0.value.pipe === pipe }.map(\.key), consumer)
         }
         for (pipe, streams) in assign where !pipe.isRemoved {
-            // An explicit offset needs no offset query before the first fetch. Below the low watermark
-            // (retention, DeleteRecords), auto.offset.reset=earliest starts at the oldest message.
-            withTopicPartitionList(streams.map { (pipe.topic, $0.partition, $0.streamStart) }) { list in
-                if let error = rd_kafka_incremental_assign(consumer, list) {
-                    logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
-                    rd_kafka_error_destroy(error)
-                }
-            }
-            // A full window holds back just its partition: librdkafka stops fetching it once its queue holds
-            // queued.max.messages.kbytes, and goes on 10 ms after the queue is served again (pausing the
-            // partition instead would throw the prefetched messages away and cost a second to resume).
-            for stream in streams {
-                let key = TopicPartition(topic: pipe.topic, partition: stream.partition)
-                guard assigned[key] == nil, let queue = rd_kafka_queue_get_partition(consumer, pipe.topic, stream.partition) else { continue }
-                rd_kafka_queue_forward(queue, nil)
-                rd_kafka_queue_io_event_enable(queue, client.wakePipe.write, "1", 1)
-                assigned[key] = Assigned(pipe: pipe, stream: stream, queue: queue)
+            startFetching(pipe, streams.map { ($0, $0.streamStart) }, client)
+        }
+        for (key, entry) in held {
+            if entry.pipe.isRemoved { held[key] = nil; continue }
+            let (rewind, resume) = entry.stream.takeRequests()
+            guard rewind != nil || resume else { continue }
+            held[key] = nil
+            startFetching(entry.pipe, [(entry.stream, rewind ?? entry.stream.nextOffset)], client)
+            if let rewind {
+                entry.stream.rewound(to: rewind)
+                entry.pipe.notifyReaders()
             }
         }
         for (key, entry) in assigned {
@@ -178,6 +171,38 @@ final class StreamConsumer: @unchecked Sendable {
         }
     }
 
+    /// Assigns partitions of `pipe`, each at its offset, and gives each a queue of its own.
+    private func startFetching(_ pipe: KafkaPipe, _ streams: [(PartitionStream, Int64)], _ client: ConsumerClient) {
+        let consumer = client.client.handle
+        // An explicit offset needs no offset query before the first fetch. Below the low watermark
+        // (retention, DeleteRecords), auto.offset.reset=earliest starts at the oldest message.
+        withTopicPartitionList(streams.map { (pipe.topic, $0.0.partition, $0.1) }) { list in
+            if let error = rd_kafka_incremental_assign(consumer, list) {
+                logger.error("pipe \(pipe.name): cannot read topic \(pipe.topic): \(String(cString: rd_kafka_error_string(error)))")
+                rd_kafka_error_destroy(error)
+            }
+        }
+        // A full window holds back just its partition: librdkafka stops fetching it once its queue holds
+        // queued.max.messages.kbytes, and goes on 10 ms after the queue is served again (pausing the
+        // partition instead would throw the prefetched messages away and cost a second to resume).
+        for (stream, _) in streams {
+            let key = TopicPartition(topic: pipe.topic, partition: stream.partition)
+            guard assigned[key] == nil, let queue = rd_kafka_queue_get_partition(consumer, pipe.topic, stream.partition) else { continue }
+            rd_kafka_queue_forward(queue, nil)
+            rd_kafka_queue_io_event_enable(queue, client.wakePipe.write, "1", 1)
+            assigned[key] = Assigned(pipe: pipe, stream: stream, queue: queue)
+        }
+    }
+
+    /// Unassigns partitions and destroys their queues (with whatever librdkafka had prefetched into them).
+    private func stopFetching(_ keys: [TopicPartition], _ consumer: OpaquePointer) {
+        guard !keys.isEmpty else { return }
+        for key in keys { rd_kafka_queue_destroy(assigned.removeValue(forKey: key)!.queue) }
+        withTopicPartitionList(keys.map { ($0.topic, $0.partition, Int64(RD_KAFKA_OFFSET_INVALID)) }) { list in
+            if let error = rd_kafka_incremental_unassign(consumer, list) { rd_kafka_error_destroy(error) }
+        }
+    }
+
     /// Takes one batch from a queue and hands its records to their streams. Returns how many it took.
     private func consume(from queue: OpaquePointer, of consumer: OpaquePointer, into batch: inout [UnsafeMutablePointer<rd_kafka_message_t>?]) -> Int {
         let n = rd_kafka_consume_batch_queue(queue, 0, &batch, batch.count)
@@ -185,6 +210,7 @@ final class StreamConsumer: @unchecked Sendable {
         // Per partition: offsets, payloads copied once into one block, and which of them are reset markers.
         var records: [TopicPartition: ConsumedRecords] = [:]
         var ends: [TopicPartition: Int64] = [:]
+        var holds: [TopicPartition] = []
         // A batch holds runs of one partition's messages: name the topic once per run, not per message.
         var lastTopic: (handle: OpaquePointer?, name: String) = (nil, "")
         for i in 0..<n {
@@ -207,10 +233,12 @@ final class StreamConsumer: @unchecked Sendable {
             rd_kafka_message_destroy(m)
         }
         for (key, recs) in records {
+            KafkaMetrics.messagesFetched(recs.offsets.count)
             guard let entry = assigned[key] else { continue }
-            let (changed, full) = entry.stream.deliver(offsets: recs.offsets, block: recs.block, markers: recs.markers,
-                                                       newestTimestamp: recs.newestTimestamp, timestamps: recs.timestamps)
+            let (changed, full, hold) = entry.stream.deliver(offsets: recs.offsets, block: recs.block, markers: recs.markers,
+                                                             newestTimestamp: recs.newestTimestamp, timestamps: recs.timestamps)
             if full { assigned[key]?.full = true }
+            if hold { holds.append(key) }
             var first = false
             if !entry.stream.isCaughtUp {
                 // The fetch response that brought these records also brought the partition's end.
@@ -225,6 +253,11 @@ final class StreamConsumer: @unchecked Sendable {
             var low: Int64 = 0, high: Int64 = 0
             rd_kafka_get_watermark_offsets(consumer, key.topic, key.partition, &low, &high)
             if entry.stream.reachedEnd(at: offset, low: max(0, low)) { entry.pipe.notifyReaders() }
+        }
+        for key in holds {
+            guard let entry = assigned[key] else { continue }
+            stopFetching([key], consumer)
+            held[key] = (entry.pipe, entry.stream)
         }
         return n
     }

@@ -99,8 +99,39 @@ final class PartitionStreamTests: XCTestCase {
         XCTAssertEqual(s.fetch(from: 0, maxBytes: 1000)?.count, 20)
     }
 
+    func testACountingStreamHoldsOnceItCountedWhatAStatAskedForAndFetchesAgainForTheNextOrForReaders() {
+        let wakes = Wakes()
+        let s = stream(wakes: wakes)
+        XCTAssertFalse(deliverNumbered(s, from: 0, count: 5).hold, "a stream kept for readers never holds")
+        s.countOnly()
+        s.count(upTo: 10)
+        XCTAssertFalse(deliverNumbered(s, from: 5, count: 3).hold, "short of what the stat asked for")
+        XCTAssertTrue(deliverNumbered(s, from: 8, count: 4).hold)
+        XCTAssertFalse(s.takeRequests().resume)
+        XCTAssertEqual(s.nextOffset, 12, "it goes on from there")
+        let before = wakes.count
+        s.count(upTo: 12)                                      // counted already: it stays held
+        XCTAssertFalse(s.takeRequests().resume)
+        XCTAssertEqual(wakes.count, before)
+        s.count(upTo: 20)
+        XCTAssertFalse(s.hasReached(20))
+        XCTAssertTrue(s.takeRequests().resume)
+        XCTAssertGreaterThan(wakes.count, before, "the consumer is woken to take the partition again")
+        XCTAssertFalse(deliverNumbered(s, from: 12, count: 4).hold)
+        XCTAssertTrue(deliverNumbered(s, from: 16, count: 4).hold)
+        XCTAssertTrue(s.hasReached(20))
+        XCTAssertEqual(s.streamExtent()?.size, 20 * 11)
+        s.retainForReaders()
+        let requests = s.takeRequests()
+        XCTAssertEqual(requests.rewind, 0, "readers start at the floor")
+        XCTAssertTrue(requests.resume)
+        s.rewound(to: 0)
+        XCTAssertFalse(deliverNumbered(s, from: 0, count: 20).hold, "a stream with readers fetches on")
+        XCTAssertEqual(s.fetch(from: 0, maxBytes: 1000)?.count, 20)
+    }
+
     /// Delivers messages `first ..< first + count` as one consumed batch, each the ten digits of its offset.
-    private func deliverNumbered(_ s: PartitionStream, from first: Int64, count: Int) -> (changed: Bool, full: Bool) {
+    private func deliverNumbered(_ s: PartitionStream, from first: Int64, count: Int) -> (changed: Bool, full: Bool, hold: Bool) {
         let offsets = (0..<Int64(count)).map { first + $0 }
         return s.deliver(offsets: offsets, block: MessageBlock(offsets.map { Array(digits($0).utf8) }), markers: [])
     }

@@ -2,7 +2,8 @@ import DNPipesTestSupport
 import XCTest
 
 /// The Kafka backend's metrics while its brokers are away: the endpoint answers, the brokers show as
-/// unreachable, and messages they never took count as delivery failures.
+/// unreachable, and messages they never took count as delivery failures. And what the mount fetches: a pipe
+/// written here that no reader opened here is not fetched back, until a stat or a reader wants it.
 final class KafkaMetricsTests: RelayedBrokerTestCase {
     let metricsPort = freeLoopbackPort()
 
@@ -39,5 +40,31 @@ final class KafkaMetricsTests: RelayedBrokerTestCase {
         text = scrape()
         XCTAssertTrue(text.contains("dnpipes_kafka_brokers_reachable 1"), text)
         ok("kill $(cat \"$ROOT/reader.pid\")")
+    }
+
+    func fetchedMessages(file: StaticString = #filePath, line: UInt = #line) -> Int {
+        let text = scrape(file: file, line: line)
+        let value = text.split(separator: "\n").first { $0.hasPrefix("dnpipes_kafka_fetched_messages_total ") }
+        return value.flatMap { Int(Double($0.split(separator: " ")[1]) ?? -1) } ?? 0
+    }
+
+    func testAPipeWrittenHereIsFetchedBackOnlyWhenAStatOrAReaderWantsIt() throws {
+        XCTAssertTrue(BrokerRig.startRelay(listen: relayPort, target: brokerPort), "the relay did not start")
+        try mount(["--brokers", "127.0.0.1:\(relayPort)", "--metrics-address", "127.0.0.1:\(metricsPort)"])
+        ok("mkfifo p")
+        XCTAssertEqual(ok("stat -c %s p"), "0\n")                    // the stat starts a stream that counts
+        ok("seq 1 50000 > p")
+        let bytes = ok("seq 1 50000 | wc -c")
+        sleep(1)                                                     // time enough to fetch them all, were it fetching
+        let whileWriting = fetchedMessages()
+        XCTAssertLessThan(whileWriting, 25_000, "a pipe nobody reads here was fetched back as it was written")
+        // A stat counts everything pushed before it: the stream fetches again for it.
+        XCTAssertEqual(ok("stat -c %s p"), bytes)
+        XCTAssertGreaterThanOrEqual(fetchedMessages(), 50_000)
+        ok("seq 50001 60000 > p")
+        XCTAssertEqual(ok("stat -c %s p"), ok("seq 1 60000 | wc -c"))
+        // A reader gets every message, from the oldest.
+        XCTAssertEqual(ok("wc -l < .drain/p"), "60000\n")
+        XCTAssertEqual(ok("sed -n '1p;60000p' .drain/p"), "1\n60000\n")
     }
 }
