@@ -77,7 +77,7 @@ struct EmbeddedThroughput {
         }
         return [
             throughput("push (embedded store)", peer: "plain file + fsync", lines: lines, dnpipes: pushFS, peer: pushFile, atLeast: 0.5),
-            throughput("pull (embedded store)", peer: "plain file read", lines: lines, dnpipes: pullFS, peer: pullFile, atLeast: nil),
+            throughput("pull (embedded store)", peer: "plain file read", lines: lines, dnpipes: pullFS, peer: pullFile, atLeast: 0.6),
             throughput("pull (embedded store) vs FUSE", peer: "FUSE server answering from memory", lines: lines,
                        dnpipes: pullFS, peer: pullCeiling, atLeast: nil),
         ]

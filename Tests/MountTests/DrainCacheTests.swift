@@ -1,8 +1,8 @@
 import XCTest
 
-/// A `.drain` view whose byte positions are all known is read through the kernel's page cache: a shell loop
-/// over it takes its lines from the cache, and what it shows is always the pipe as it is at the open, after
-/// pushes and after a reset that leaves the pipe as long as before.
+/// A `.drain` view whose byte positions are all known is read through the kernel's page cache (up to 16 MiB;
+/// a longer one with direct I/O): a shell loop over it takes its lines from the cache, and what it shows is
+/// always the pipe as it is at the open, after pushes and after a reset that leaves the pipe as long as before.
 final class DrainCacheTests: MetricsMountTestCase {
     private func readRequests() -> Double {
         value(#"dnpipes_fuse_requests_total{op="read"}"#, in: scrape()) ?? 0
@@ -22,6 +22,23 @@ final class DrainCacheTests: MetricsMountTestCase {
         let reads = readRequests() - before
         XCTAssertGreaterThan(reads, 0)
         XCTAssertLessThan(reads, 100, "read requests for 5,000 lines: \(reads)")
+    }
+
+    func testADrainLongerThanTheCacheLimitIsReadWithDirectIO() {
+        // 17 MiB of 80-byte lines: over the 16 MiB up to which drains go through the page cache.
+        ok(#"""
+        python3 -c 'import sys; sys.stdout.write("".join("%079d\n" % i for i in range(17 * 1024 * 1024 // 80 + 1)))' > "$ROOT/src"
+        cat "$ROOT/src" > p
+        """#, timeout: 120)
+        XCTAssertEqual(ok(#"cmp .drain/p "$ROOT/src" && echo same"#, timeout: 120), "same\n")
+        let before = readRequests()
+        let out = ok(#"""
+        n=0; while [ $n -lt 2000 ] && IFS= read -r l; do n=$((n + 1)); done < .drain/p; echo "$n $l"
+        """#, timeout: 120)
+        XCTAssertEqual(out, String(format: "2000 %079d\n", 1999))
+        // Each of bash's reads (4 KiB, then a seek back to the line's end) reaches the daemon.
+        let reads = readRequests() - before
+        XCTAssertGreaterThanOrEqual(reads, 2000, "read requests for 2,000 lines: \(reads)")
     }
 
     func testADrainShowsThePipeAsItIsAfterPushesAndAfterAReset() {
