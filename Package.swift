@@ -32,11 +32,13 @@ let package = Package(
         .target(name: "CFuseLoop", linkerSettings: [.linkedLibrary("fuse3")]),
         // CRC-32C with the CPU's instruction, which Swift cannot reach (the embedded store checksums every record).
         .target(name: "CCRC32C"),
+        // sync_file_range, so that the disk writes a segment while it is being appended, not all at the fsync.
+        .target(name: "CWriteback"),
 
         // Pipe semantics: names, framing, cursors, the storage protocol. Knows neither FUSE nor Kafka.
         .target(name: "DNPipesCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
         // The embedded durable store: one append-only, checksummed log per pipe.
-        .target(name: "DNPipesEmbedded", dependencies: ["CCRC32C", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "DNPipesEmbedded", dependencies: ["CCRC32C", "CWriteback", "DNPipesCore", .product(name: "Logging", package: "swift-log")]),
         // The Kafka backend: pipes are single-partition topics; readers of a pipe share one fetched stream.
         .target(name: "DNPipesKafka", dependencies: [
             "CRdKafka", "DNPipesCore", .product(name: "Logging", package: "swift-log"),
