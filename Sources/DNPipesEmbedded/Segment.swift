@@ -31,6 +31,11 @@ final class Segment: @unchecked Sendable {
     private(set) var indexCounts: [Int] = []
     /// Messages in the segment's last batch.
     private var lastBatchCount = 0
+    /// Where the bytes not yet handed to the disk start (see `startWriteback`).
+    private var writebackFrom: Int64 = 0
+    /// Writeback is started once this much is waiting: a page still being appended to is never under
+    /// writeback, so writers of single lines do not wait for the disk at every write.
+    static let writebackBytes: Int64 = 1 << 20
 
     static func fileName(base: Int64) -> String {
         let digits = String(base)
@@ -138,10 +143,7 @@ final class Segment: @unchecked Sendable {
             do {
                 if start == 0 { try writeBytes(fd, BatchFormat.fileHeader, at: 0, path: path) }
                 try writeBytes(fd, encoded.bytes, at: batchesAt, path: path)
-                // The disk starts on these bytes now, while the writer sends more, so the fdatasync that
-                // acknowledges its close finds little left to write (a failure here changes nothing: the
-                // fdatasync still writes them).
-                _ = dnp_start_writeback(fd, batchesAt, Int64(encoded.bytes.count))
+                startWriteback(fd, end: batchesAt + Int64(encoded.bytes.count))
             } catch {
                 _ = ftruncate(fd, off_t(start))
                 throw error
@@ -152,6 +154,16 @@ final class Segment: @unchecked Sendable {
             noteBatch(at: position, count: batch.count, size: batch.size)
             position += Int64(batch.size)
         }
+    }
+
+    /// Has the disk start on the whole pages written since the last call, once there are `writebackBytes` of
+    /// them, while the writer sends more: the fdatasync that acknowledges its close then finds little left
+    /// to write. A failure changes nothing (the fdatasync still writes them).
+    private func startWriteback(_ fd: Int32, end: Int64) {
+        let pages = end & ~4095
+        guard pages - writebackFrom >= Segment.writebackBytes else { return }
+        _ = dnp_start_writeback(fd, writebackFrom, pages - writebackFrom)
+        writebackFrom = pages
     }
 
     func sync() throws { try files.sync(file) }
