@@ -211,27 +211,32 @@ final class StreamConsumer: @unchecked Sendable {
         var records: [TopicPartition: ConsumedRecords] = [:]
         var ends: [TopicPartition: Int64] = [:]
         var holds: [TopicPartition] = []
-        // A batch holds runs of one partition's messages: name the topic once per run, not per message.
-        var lastTopic: (handle: OpaquePointer?, name: String) = (nil, "")
+        // A batch holds runs of one partition's messages (a partition's own queue holds nothing else): the
+        // topic is named, and the partition's records looked up, once per run, not per message.
+        var run: (topic: OpaquePointer?, partition: Int32, key: TopicPartition, records: ConsumedRecords)?
         for i in 0..<n {
             guard let m = batch[i] else { continue }
             let msg = m.pointee
-            if msg.rkt != lastTopic.handle || lastTopic.handle == nil {
-                lastTopic = (msg.rkt, String(cString: dnp_message_topic(m)))
+            if run == nil || msg.rkt != run!.topic || msg.partition != run!.partition {
+                if let done = run { records[done.key] = done.records }
+                let key = TopicPartition(topic: String(cString: dnp_message_topic(m)), partition: msg.partition)
+                run = (msg.rkt, msg.partition, key, records.removeValue(forKey: key) ?? ConsumedRecords())
             }
-            let key = TopicPartition(topic: lastTopic.name, partition: msg.partition)
             if msg.err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                ends[key] = msg.offset
+                ends[run!.key] = msg.offset
             } else if msg.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                logger.warning("reading topic \(key.topic) partition \(key.partition): \(KafkaHandle.describe(msg.err))")
+                logger.warning("reading topic \(run!.key.topic) partition \(msg.partition): \(KafkaHandle.describe(msg.err))")
             } else {
-                let isMarker = dnp_has_header(m, KafkaStore.markerHeader) != 0
-                records[key, default: ConsumedRecords()].add(offset: msg.offset, isMarker: isMarker,
-                    payload: UnsafeRawBufferPointer(start: msg.payload, count: msg.payload == nil ? 0 : msg.len),
-                    timestamp: rd_kafka_message_timestamp(m, nil))
+                // A reset marker is an empty message: only those need their headers parsed.
+                let isMarker = msg.len == 0 && dnp_has_header(m, KafkaStore.markerHeader) != 0
+                run!.records.add(offset: msg.offset, isMarker: isMarker,
+                                 payload: UnsafeRawBufferPointer(start: msg.payload, count: msg.payload == nil ? 0 : msg.len),
+                                 timestamp: rd_kafka_message_timestamp(m, nil))
             }
             rd_kafka_message_destroy(m)
         }
+        if let done = run { records[done.key] = done.records }
+        records = records.filter { !$0.value.offsets.isEmpty }
         for (key, recs) in records {
             KafkaMetrics.messagesFetched(recs.offsets.count)
             guard let entry = assigned[key] else { continue }
