@@ -37,7 +37,18 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
     }
 
     private func makeStream(_ partition: Int) -> PartitionStream {
-        PartitionStream(partition: Int32(partition), windowBytes: windowBytes, wakeConsumer: { [weak store] in store?.wakeConsumer() })
+        PartitionStream(partition: Int32(partition), windowBytes: windowBytes, writers: writers,
+                        wakeConsumer: { [weak store] in store?.wakeConsumer() })
+    }
+
+    /// Open writers of the pipe on this mount (see `PartitionStream.writers`).
+    private let writers = LockedValue(0)
+
+    func writerOpened() { writers.withLock { $0 += 1 } }
+
+    func writerClosed() {
+        guard writers.withLock({ $0 -= 1; return $0 == 0 }) else { return }
+        partitionStreams.forEach { $0.writersGone() }
     }
 
     /// The streams, in partition order.
@@ -220,12 +231,19 @@ final class KafkaPipe: PipeLog, @unchecked Sendable {
         }
     }
 
-    /// Runs `once` when every stream has counted what is known to be pushed now (a counting stream that
-    /// holds fetches again for it), or after `timeout` seconds.
+    /// Runs `once` when every stream has counted what is pushed now, on any host (a counting stream fetches
+    /// again up to the partition's end), or after `timeout` seconds.
     private func whenCounted(timeout: Double, _ once: Once) {
-        let targets = partitionStreams.map { ($0, $0.bounds().end) }
-        for (stream, end) in targets { stream.count(upTo: end) }
-        whenStreamed(to: targets, timeout: timeout, once)
+        let all = partitionStreams
+        let left = LockedValue(all.count)
+        let counted: @Sendable () -> Void = { [weak self] in
+            guard let self else { return once.run() }
+            whenStreamed(to: partitionStreams.map { ($0, $0.bounds().end) }, timeout: timeout, once)
+        }
+        if all.isEmpty { return counted() }
+        for stream in all {
+            stream.countToEnd { if left.withLock({ $0 -= 1; return $0 == 0 }) { counted() } }
+        }
     }
 
     func makeWriter() throws -> PipeWriter {

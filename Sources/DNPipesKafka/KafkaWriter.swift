@@ -46,9 +46,13 @@ final class KafkaWriter: PipeWriter, DeliveryTarget, @unchecked Sendable {
         brokers = configuration.brokers
         self.logger = logger
         token = producer.deliveries.register(self)
+        pipe.writerOpened()
     }
 
-    deinit { deliveries.unregister(token) }
+    deinit {
+        deliveries.unregister(token)
+        pipe.writerClosed()
+    }
 
     /// Producing is all the work there is (delivery is what flush waits for), so `accepted` is not used.
     func push(_ messages: MessageBlock, accepted: () -> Void) throws {

@@ -61,13 +61,20 @@ final class PartitionStream: @unchecked Sendable {
     /// opened the pipe, only counts them: it holds no window, so listing many pipes costs no memory per pipe
     /// beyond their indexes. A reader that comes later rewinds to where it starts.
     private var retaining = true
-    /// A counting stream fetches only while a stat waits for its count: past `countTarget` it holds (the
-    /// consumer lets go of its partition, and takes it again at `position` when a stat or a reader wants
-    /// more), so that a mount writing a pipe nobody reads here does not fetch every message back.
+    /// While this mount writes the pipe (`writers` above zero), a counting stream fetches only while a stat
+    /// waits for its count: at the end of the partition, or at its next delivery, it holds (the consumer
+    /// lets go of the partition, and takes it again at `position` when a stat, a reader or the last writer's
+    /// close wants more), so that a mount writing a pipe nobody reads here does not fetch every message back
+    /// as it writes. Without writers it fetches on, as every stream does, and so sees other hosts' pushes.
     private var holding = false
-    private var countTarget: Int64 = 0
+    /// The pipe's open writers on this mount (its own lock box, never held while calling out).
+    private let writers: LockedValue<Int>
+    /// A stat waits for the stream to reach the partition's end (the next end-of-partition event).
+    private var countingToEnd = false
+    private var countedCallbacks: [@Sendable () -> Void] = []
 
-    init(partition: Int32, windowBytes: Int, wakeConsumer: @escaping @Sendable () -> Void) {
+    init(partition: Int32, windowBytes: Int, writers: LockedValue<Int> = LockedValue(0), wakeConsumer: @escaping @Sendable () -> Void) {
+        self.writers = writers
         self.partition = partition
         self.windowBytes = windowBytes
         self.wakeConsumer = wakeConsumer
@@ -81,18 +88,26 @@ final class PartitionStream: @unchecked Sendable {
         retaining = true
         let wasHolding = holding
         holding = false
+        countingToEnd = false
+        let counted = countedCallbacks
+        countedCallbacks = []
         let rewind = wasCounting && index != nil && windowStart > resetFloor
         if rewind && (rewindTo ?? Int64.max) > resetFloor { rewindTo = resetFloor }
         lock.unlock()
         if rewind || wasHolding { wakeConsumer() }
+        counted.forEach { $0() }
     }
 
-    /// A stat wants what lies below `end` counted: a holding stream fetches again until it has.
-    func count(upTo end: Int64) {
+    /// A stat wants everything pushed so far counted, on every host: a counting stream that holds (or is
+    /// on its way to) fetches up to the end of the partition, then calls `then`. A stream that fetches
+    /// on anyway calls `then` at once.
+    func countToEnd(then: @escaping @Sendable () -> Void) {
         lock.lock()
-        countTarget = max(countTarget, end)
-        let resume = holding && position < countTarget
-        if resume { holding = false }
+        guard !retaining, holding || countingToEnd || isWritten else { lock.unlock(); return then() }
+        countedCallbacks.append(then)
+        countingToEnd = true
+        let resume = holding
+        holding = false
         lock.unlock()
         if resume { wakeConsumer() }
     }
@@ -237,7 +252,8 @@ final class PartitionStream: @unchecked Sendable {
             if lastPush.map({ ($0.tv_sec, $0.tv_nsec) < (t.tv_sec, t.tv_nsec) }) ?? true { lastPush = t }
         }
         highWatermark = max(highWatermark, position)
-        if !retaining && caughtUp && position >= countTarget { holding = true }
+        // A counting stream of a pipe written here that no stat waits for holds at once.
+        if !retaining && caughtUp && !countingToEnd && isWritten { holding = true }
         let full = windowSize > windowBytes
         if full { paused = true }
         return (changed, full, holding)
@@ -251,14 +267,25 @@ final class PartitionStream: @unchecked Sendable {
         return markCaughtUp(low: low)
     }
 
-    /// The consumer reached the end of the partition. Returns whether this was the first news.
-    func reachedEnd(at offset: Int64, low: Int64) -> Bool {
+    /// The consumer reached the end of the partition. Returns whether this was the first news, and whether
+    /// the stream, only counting, holds now (the consumer then lets go of the partition).
+    func reachedEnd(at offset: Int64, low: Int64) -> (first: Bool, hold: Bool) {
         lock.lock()
         highWatermark = max(highWatermark, offset)
         // Everything below the end has been delivered (offsets without a message are control records).
         if offset > position && rewindTo == nil { position = offset }
         index?.pass(to: position)
-        return markCaughtUp(low: low)
+        var counted: [@Sendable () -> Void] = []
+        if !retaining && rewindTo == nil && !rewindPending {
+            holding = isWritten
+            countingToEnd = false
+            counted = countedCallbacks
+            countedCallbacks = []
+        }
+        let hold = holding
+        let first = markCaughtUp(low: low)
+        counted.forEach { $0() }
+        return (first, hold)
     }
 
     /// Called with the lock held; releases it.
@@ -348,6 +375,18 @@ final class PartitionStream: @unchecked Sendable {
         }
     }
 
+    /// Whether this mount has a writer of the pipe open. Called with the lock held.
+    private var isWritten: Bool { writers.withLock { $0 } > 0 }
+
+    /// The pipe's last writer here closed: a holding stream fetches on (and so counts other hosts' pushes).
+    func writersGone() {
+        lock.lock()
+        let resume = holding && !isWritten
+        if resume { holding = false }
+        lock.unlock()
+        if resume { wakeConsumer() }
+    }
+
     /// Where the consumer fetches next when it takes a held partition again.
     var nextOffset: Int64 {
         lock.lock(); defer { lock.unlock() }
@@ -378,8 +417,9 @@ final class PartitionStream: @unchecked Sendable {
     func close() {
         lock.lock()
         dropWindow()
-        let callbacks = caughtUpCallbacks
+        let callbacks = caughtUpCallbacks + countedCallbacks
         caughtUpCallbacks = []
+        countedCallbacks = []
         lock.unlock()
         callbacks.forEach { $0() }
     }

@@ -257,7 +257,9 @@ final class StreamConsumer: @unchecked Sendable {
             guard let entry = assigned[key] else { continue }
             var low: Int64 = 0, high: Int64 = 0
             rd_kafka_get_watermark_offsets(consumer, key.topic, key.partition, &low, &high)
-            if entry.stream.reachedEnd(at: offset, low: max(0, low)) { entry.pipe.notifyReaders() }
+            let (first, hold) = entry.stream.reachedEnd(at: offset, low: max(0, low))
+            if first { entry.pipe.notifyReaders() }
+            if hold { holds.append(key) }
         }
         for key in holds {
             guard let entry = assigned[key] else { continue }

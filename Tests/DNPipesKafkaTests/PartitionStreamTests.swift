@@ -99,32 +99,40 @@ final class PartitionStreamTests: XCTestCase {
         XCTAssertEqual(s.fetch(from: 0, maxBytes: 1000)?.count, 20)
     }
 
-    func testACountingStreamHoldsOnceItCountedWhatAStatAskedForAndFetchesAgainForTheNextOrForReaders() {
+    func testACountingStreamOfAPipeWrittenHereHoldsUntilAStatAReaderOrTheLastCloseWantsMore() {
         let wakes = Wakes()
-        let s = stream(wakes: wakes)
-        XCTAssertFalse(deliverNumbered(s, from: 0, count: 5).hold, "a stream kept for readers never holds")
+        let writers = LockedValue(0)
+        let s = PartitionStream(partition: 0, windowBytes: 1 << 20, writers: writers, wakeConsumer: { wakes.wake() })
+        s.start(at: 0)
+        _ = s.learnedEnd(high: 0, low: 0)
         s.countOnly()
-        s.count(upTo: 10)
-        XCTAssertFalse(deliverNumbered(s, from: 5, count: 3).hold, "short of what the stat asked for")
-        XCTAssertTrue(deliverNumbered(s, from: 8, count: 4).hold)
+        XCTAssertFalse(deliverNumbered(s, from: 0, count: 5).hold, "nobody writes here: it fetches on")
+        XCTAssertFalse(s.reachedEnd(at: 5, low: 0).hold)
+        writers.withLock { $0 = 1 }
+        XCTAssertTrue(deliverNumbered(s, from: 5, count: 5).hold, "written here, no stat waiting")
         XCTAssertFalse(s.takeRequests().resume)
-        XCTAssertEqual(s.nextOffset, 12, "it goes on from there")
+        XCTAssertEqual(s.nextOffset, 10, "it goes on from there")
+        // A stat: fetch to the end of the partition, then hold again.
+        let counted = LockedValue(0)
         let before = wakes.count
-        s.count(upTo: 12)                                      // counted already: it stays held
-        XCTAssertFalse(s.takeRequests().resume)
-        XCTAssertEqual(wakes.count, before)
-        s.count(upTo: 20)
-        XCTAssertFalse(s.hasReached(20))
+        s.countToEnd { counted.withLock { $0 += 1 } }
         XCTAssertTrue(s.takeRequests().resume)
         XCTAssertGreaterThan(wakes.count, before, "the consumer is woken to take the partition again")
-        XCTAssertFalse(deliverNumbered(s, from: 12, count: 4).hold)
-        XCTAssertTrue(deliverNumbered(s, from: 16, count: 4).hold)
-        XCTAssertTrue(s.hasReached(20))
-        XCTAssertEqual(s.streamExtent()?.size, 20 * 11)
+        XCTAssertFalse(deliverNumbered(s, from: 10, count: 5).hold, "on its way to the end")
+        XCTAssertEqual(counted.withLock { $0 }, 0)
+        XCTAssertTrue(s.reachedEnd(at: 15, low: 0).hold)
+        XCTAssertEqual(counted.withLock { $0 }, 1, "the stat is answered at the end")
+        XCTAssertEqual(s.streamExtent()?.size, 15 * 11)
+        // The last writer closes: it fetches on.
+        writers.withLock { $0 = 0 }
+        s.writersGone()
+        XCTAssertTrue(s.takeRequests().resume)
+        XCTAssertFalse(deliverNumbered(s, from: 15, count: 5).hold)
+        // Readers come: back to the floor for them, and never held.
+        writers.withLock { $0 = 1 }
         s.retainForReaders()
         let requests = s.takeRequests()
         XCTAssertEqual(requests.rewind, 0, "readers start at the floor")
-        XCTAssertTrue(requests.resume)
         s.rewound(to: 0)
         XCTAssertFalse(deliverNumbered(s, from: 0, count: 20).hold, "a stream with readers fetches on")
         XCTAssertEqual(s.fetch(from: 0, maxBytes: 1000)?.count, 20)

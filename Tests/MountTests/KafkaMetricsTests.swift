@@ -48,12 +48,14 @@ final class KafkaMetricsTests: RelayedBrokerTestCase {
         return value.flatMap { Int(Double($0.split(separator: " ")[1]) ?? -1) } ?? 0
     }
 
-    func testAPipeWrittenHereIsFetchedBackOnlyWhenAStatOrAReaderWantsIt() throws {
+    func testAPipeWrittenHereIsNotFetchedBackWhileItIsWrittenUnlessAStatOrAReaderWantsIt() throws {
         XCTAssertTrue(BrokerRig.startRelay(listen: relayPort, target: brokerPort), "the relay did not start")
         try mount(["--brokers", "127.0.0.1:\(relayPort)", "--metrics-address", "127.0.0.1:\(metricsPort)"])
         ok("mkfifo p")
         XCTAssertEqual(ok("stat -c %s p"), "0\n")                    // the stat starts a stream that counts
-        ok("seq 1 50000 > p")
+        // A writer that keeps the pipe open after its lines: they are acknowledged, and not fetched back.
+        ok("(seq 1 50000; touch \"$ROOT/written\"; sleep 6) > p 2>/dev/null & echo $! > \"$ROOT/writer.pid\"")
+        eventually("test -e \"$ROOT/written\"", seconds: 20)
         let bytes = ok("seq 1 50000 | wc -c")
         sleep(1)                                                     // time enough to fetch them all, were it fetching
         let whileWriting = fetchedMessages()
@@ -61,10 +63,15 @@ final class KafkaMetricsTests: RelayedBrokerTestCase {
         // A stat counts everything pushed before it: the stream fetches again for it.
         XCTAssertEqual(ok("stat -c %s p"), bytes)
         XCTAssertGreaterThanOrEqual(fetchedMessages(), 50_000)
+        ok("wait $(cat \"$ROOT/writer.pid\") 2>/dev/null; while kill -0 $(cat \"$ROOT/writer.pid\") 2>/dev/null; do sleep 0.1; done", timeout: 20)
         ok("seq 50001 60000 > p")
         XCTAssertEqual(ok("stat -c %s p"), ok("seq 1 60000 | wc -c"))
+        // With no writer left the stream fetches on, so pushes from elsewhere (here `dnpipes push`, another
+        // client of the cluster) are counted.
+        ok("seq 60001 61000 | \"$DNPIPES\" push --brokers 127.0.0.1:\(relayPort) --topic-prefix '\(topicPrefix)' p", timeout: 30)
+        eventually("test \"$(stat -c %s p)\" = \"$(seq 1 61000 | wc -c)\"", seconds: 10)
         // A reader gets every message, from the oldest.
-        XCTAssertEqual(ok("wc -l < .drain/p"), "60000\n")
-        XCTAssertEqual(ok("sed -n '1p;60000p' .drain/p"), "1\n60000\n")
+        XCTAssertEqual(ok("wc -l < .drain/p"), "61000\n")
+        XCTAssertEqual(ok("sed -n '1p;61000p' .drain/p"), "1\n61000\n")
     }
 }
