@@ -220,8 +220,9 @@ final class PartitionStream: @unchecked Sendable {
 
     /// A batch of consumed records: their offsets, their payloads in one block, and which of them are reset
     /// markers. Returns whether anything changed, whether the window is over its budget (the consumer then
-    /// stops serving the partition's queue until a reader makes room), and whether a counting stream has
-    /// counted what was asked (the consumer then lets go of the partition until `takeRequests` says resume).
+    /// stops serving the partition's queue until a reader makes room), and whether the stream holds (only
+    /// counting a pipe written here, see `holding`: the consumer then lets go of the partition until
+    /// `takeRequests` says resume).
     func deliver(offsets delivered: [Int64], block: MessageBlock, markers: Set<Int>,
                  newestTimestamp: Int64 = -1, timestamps: [Int64] = []) -> (changed: Bool, full: Bool, hold: Bool) {
         lock.lock()

@@ -7,9 +7,10 @@ import DNPipesCore
 /// records to their `PartitionStream`s, on one thread that sleeps on librdkafka's queue events.
 ///
 /// Partitions are assigned directly (never through a consumer group), each at the offset its stream starts
-/// at, and each gets a queue of its own that is served only while its stream's window has room.
-// @unchecked Sendable: `toAssign` and `toUnassign` are guarded by `lock`; `assigned` and the consumer's
-// queues are touched by the consumer thread only.
+/// at, and each gets a queue of its own that is served only while its stream's window has room. A partition
+/// whose stream holds (see `PartitionStream.holding`) is unassigned, and assigned again where it left off.
+// @unchecked Sendable: `toAssign` and `toUnassign` are guarded by `lock`; `assigned`, `held` and the
+// consumer's queues are touched by the consumer thread only.
 final class StreamConsumer: @unchecked Sendable {
     private struct TopicPartition: Hashable {
         var topic: String
@@ -218,7 +219,7 @@ final class StreamConsumer: @unchecked Sendable {
             guard let m = batch[i] else { continue }
             let msg = m.pointee
             if run == nil || msg.rkt != run!.topic || msg.partition != run!.partition {
-                if let done = run { records[done.key] = done.records }
+                if let done = run, !done.records.offsets.isEmpty { records[done.key] = done.records }
                 let key = TopicPartition(topic: String(cString: dnp_message_topic(m)), partition: msg.partition)
                 run = (msg.rkt, msg.partition, key, records.removeValue(forKey: key) ?? ConsumedRecords())
             }
@@ -235,8 +236,7 @@ final class StreamConsumer: @unchecked Sendable {
             }
             rd_kafka_message_destroy(m)
         }
-        if let done = run { records[done.key] = done.records }
-        records = records.filter { !$0.value.offsets.isEmpty }
+        if let done = run, !done.records.offsets.isEmpty { records[done.key] = done.records }
         for (key, recs) in records {
             KafkaMetrics.messagesFetched(recs.offsets.count)
             guard let entry = assigned[key] else { continue }
